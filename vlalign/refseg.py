@@ -1,0 +1,140 @@
+"""Referring image segmentation as a task: train, evaluate and visualise any segmenter on refer-format data.
+
+Shared by every referring image segmentation model (AlignFormer, EFN): the model only has to follow the
+forward contract of ARCHITECTURE.md. Nothing here parses command lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from vlalign.data.collate import make_collate
+from vlalign.data.images import load_image
+from vlalign.data.refer import ReferDataset
+from vlalign.data.transforms import ResizeSquare, invert_prediction
+from vlalign.engine import TrainConfig, train
+from vlalign.metrics.refseg import RefSegEvaluator
+from vlalign.visualize import captioned, overlay_mask, side_by_side
+
+EVAL_SPLITS = {"unc": ("val", "testA", "testB"), "umd": ("val", "test"), "google": ("val",)}
+
+
+def eval_dataset(data_dir, split: str, input_size: int, *, split_by: str = "unc", image_dir=None) -> ReferDataset:
+    return ReferDataset(data_dir, split, split_by=split_by, image_dir=image_dir, mode="eval",
+                        transform=ResizeSquare(input_size))
+
+
+@torch.no_grad()
+def evaluate_refseg(model: torch.nn.Module, dataset, *, resolution: str = "original", batch_size: int = 16,
+                    max_samples: int | None = None, threshold: float = 0.5) -> dict[str, Any]:
+    """mIoU / oIoU / Prec@X of `model` on an eval-mode dataset.
+
+    resolution="original" maps each prediction back to the image's own size and compares with the original
+    ground truth (EFN/CRIS protocol); "input" compares at the model's input size with the resized ground truth
+    (LAVT protocol). Under torch.distributed each rank scores a strided share and the evaluator reduces.
+    """
+    if resolution not in ("original", "input"):
+        raise ValueError(f"resolution must be 'original' or 'input', got {resolution!r}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    indices = list(range(len(dataset)))[: max_samples or None]
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
+        if torch.distributed.is_available() and torch.distributed.is_initialized() else (0, 1)
+    shard = Subset(dataset, indices[rank::world])
+    loader = DataLoader(shard, batch_size=batch_size, collate_fn=make_collate(model.tokenize))
+    size = getattr(getattr(model, "config", None), "input_size", None)
+    label = "original" if resolution == "original" else f"input {size}x{size}"
+    evaluator = RefSegEvaluator(resolution=label)
+    for batch in loader:
+        logits = model(batch["image"].to(device), batch["tokens"].to(device), batch["token_mask"].to(device))
+        logits = logits["logits"].float().cpu()
+        if resolution == "input":
+            evaluator.process(logits > 0, batch["mask"] > 0.5, batch["sent_id"])
+            continue
+        preds = [invert_prediction(lg.sigmoid(), p) > threshold for lg, p in zip(logits, batch["transform"])]
+        evaluator.process(preds, batch["orig_mask"], batch["sent_id"])
+    model.train(was_training)
+    return evaluator.evaluate()
+
+
+def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split_by: str = "unc", image_dir=None,
+                 eval_samples: int = 300, seed: int = 0) -> dict[str, Any]:
+    """Train `model` on the `train` split, evaluating on (up to `eval_samples` sentences of) `val`.
+
+    Writes the run into `config.out_dir`; returns the engine's summary. The final model folder
+    (`save_pretrained`) is written by the caller, so that library users choose where it goes.
+    """
+    size = model.config.input_size
+    train_set = ReferDataset(data_dir, "train", split_by=split_by, image_dir=image_dir, mode="train",
+                             transform=ResizeSquare(size), seed=seed)
+    val_set = eval_dataset(data_dir, "val", size, split_by=split_by, image_dir=image_dir)
+
+    def evaluate(m):
+        metrics = evaluate_refseg(m, val_set, max_samples=eval_samples)
+        return {f"val_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+
+    return train(model, train_set, config, collate_fn=make_collate(model.tokenize), evaluate=evaluate,
+                 param_groups=getattr(model, "param_groups", lambda: None)())
+
+
+def metric_table(results: dict[str, dict[str, Any]]) -> str:
+    """Plain-text table: one row per split, mIoU, oIoU and Prec@X in percent."""
+    cols = ["mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9"]
+    lines = [f"{'split':<8}" + "".join(f"{c:>10}" for c in cols) + f"{'n':>7}  resolution"]
+    for split, m in results.items():
+        lines.append(f"{split:<8}" + "".join(f"{100 * m[c]:>10.2f}" for c in cols)
+                     + f"{m['num_samples']:>7}  {m['resolution']}")
+    return "\n".join(lines)
+
+
+def write_overlays(model: torch.nn.Module, dataset: ReferDataset, out_dir, *, count: int = 12,
+                   seed: int = 0) -> list[Path]:
+    """For `count` random sentences: the image with the prediction (left) next to the ground truth (right)."""
+    from vlalign.predictor import ReferringSegmenter
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = ReferringSegmenter(model)
+    rng = np.random.default_rng(seed)
+    written = []
+    for index in sorted(rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)):
+        sample = dataset[int(index)]
+        info = dataset._images[sample["image_id"]]
+        image = load_image(dataset.image_dir / info["file_name"])
+        predictor.set_image(image)
+        pred = predictor.predict(sample["text"])
+        gt = sample["orig_mask"].astype(bool)
+        inter, union = (pred & gt).sum(), (pred | gt).sum()
+        iou = inter / union if union else 1.0
+        panel = side_by_side(captioned(overlay_mask(image, pred), f"prediction IoU {iou:.2f}"),
+                             captioned(overlay_mask(image, gt, color=(60, 180, 75)), "ground truth"))
+        path = out / f"{sample['sent_id']}.png"
+        captioned(panel, f'"{sample["text"]}"').save(path)
+        written.append(path)
+    return written
+
+
+def write_json(path, payload: dict) -> None:
+    """Atomic JSON write (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=_plain))
+    os.replace(tmp, path)
+
+
+def _plain(value):
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
