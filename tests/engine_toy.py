@@ -36,8 +36,9 @@ class ToyConfig:
 class ToyModel(nn.Module):
     """x (Bx4) -> y (B): Linear, tanh, LayerNorm, Linear; two named losses when y is given."""
 
-    def __init__(self, config: ToyConfig) -> None:
+    def __init__(self, config: ToyConfig, jitter: float = 0.0) -> None:
         super().__init__()
+        self.jitter = jitter  # std of training-time input noise drawn from torch's global RNG
         self.config = config
         self.fc1 = nn.Linear(config.dim, config.hidden)
         self.pos_embed = nn.Parameter(torch.zeros(1, config.hidden))  # a position table: exempt from decay
@@ -48,6 +49,8 @@ class ToyModel(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if self.delay:
             time.sleep(self.delay)
+        if self.training and self.jitter:
+            x = x + self.jitter * torch.randn_like(x)
         pred = self.fc2(self.norm(torch.tanh(self.fc1(x) + self.pos_embed))).squeeze(-1)  # (B,)
         out = {"pred": pred}
         if y is not None:
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-iters", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=None, help="replaces --max-iters")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--n", type=int, default=40, help="dataset size")
@@ -104,15 +108,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--amp", default="none")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--optimizer", default="adamw")
+    parser.add_argument("--clip-grad", type=float, default=1.0, help="0 disables clipping")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--jitter", action="store_true", help="random input noise (tests RNG restore)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # tests share 2 cores; one thread also keeps reductions in a fixed order
     torch.manual_seed(0)  # the same initial weights in every process (DDP would broadcast rank 0's anyway)
-    model = ToyModel(ToyConfig())
+    model = ToyModel(ToyConfig(), jitter=0.05 if args.jitter else 0.0)
     config = TrainConfig(
-        out_dir=args.out, max_iters=args.max_iters, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        lr=0.05, weight_decay=0.01, optimizer=args.optimizer, schedule="poly", warmup_iters=2, clip_grad=1.0,
+        out_dir=args.out, max_iters=None if args.epochs else args.max_iters, epochs=args.epochs,
+        batch_size=args.batch_size, grad_accum=args.grad_accum,
+        lr=0.05, weight_decay=0.01, optimizer=args.optimizer, schedule="poly", warmup_iters=2, clip_grad=args.clip_grad or None,
         amp=args.amp, eval_every=args.eval_every, save_every=args.save_every, keep_last=3,
         log_every=args.log_every, num_workers=args.num_workers, device="cpu", resume=args.resume,
     )

@@ -108,8 +108,7 @@ def write_overlays(model: torch.nn.Module, dataset: ReferDataset, out_dir, *, co
     written = []
     for index in sorted(rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)):
         sample = dataset[int(index)]
-        info = dataset._images[sample["image_id"]]
-        image = load_image(dataset.image_dir / info["file_name"])
+        image = load_image(dataset.image_info(sample["image_id"])["path"])
         predictor.set_image(image)
         pred = predictor.predict(sample["text"])
         gt = sample["orig_mask"].astype(bool)

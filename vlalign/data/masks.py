@@ -3,6 +3,10 @@
 pycocotools does not check its input: a 4-number polygon is silently read as a box, and RLE counts that sum
 to less than H*W decode into uninitialised memory. Every segmentation is therefore checked here first, and a
 bad one raises ValueError naming the annotation id and the file it came from.
+
+Polygons are rasterised and merged by pycocotools (`frPyObjects`, `merge`); run lengths are expanded to pixels
+here with numpy, since the run lengths must be decoded for validation anyway and `pycocotools.mask.decode`
+relies on numpy's deprecated `copy=False` array protocol (a DeprecationWarning under numpy 2).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ def polygons_to_mask(
 ) -> np.ndarray:
     """Rasterise COCO polygons (list of flat [x1, y1, x2, y2, ...] lists) into one uint8 HxW mask {0, 1}.
 
-    The parts are merged (union), like the refer API's `getMask`.
+    The parts are merged (union), like the refer API's `getMask`. Parts with fewer than 3 points enclose no
+    area; COCO 2014 contains a few, so they are skipped (as Detectron does) as long as one real part remains.
     """
     where = _where(ann_id, source)
     if not isinstance(polygons, list | tuple) or len(polygons) == 0:
@@ -42,12 +47,20 @@ def polygons_to_mask(
             raise ValueError(f"{where}: polygon {k} contains values that are not finite numbers")
         if len(poly) % 2 != 0:
             raise ValueError(f"{where}: polygon {k} has an odd number of coordinates ({len(poly)})")
-        if len(poly) < 6:
-            # pycocotools would read a 4-number polygon as a bounding box: refuse instead.
-            raise ValueError(f"{where}: polygon {k} has {len(poly) // 2} points; at least 3 are needed")
-        clean.append([float(v) for v in poly])
-    rles = coco_mask.frPyObjects(clean, height, width)
-    return coco_mask.decode(coco_mask.merge(rles)).astype(np.uint8)
+        if len(poly) >= 6:
+            clean.append([float(v) for v in poly])
+    if not clean:
+        # pycocotools would read a 4-number polygon as a bounding box: refuse instead.
+        raise ValueError(f"{where}: no polygon has at least 3 points (lengths {[len(p) for p in polygons]})")
+    merged = coco_mask.merge(coco_mask.frPyObjects(clean, height, width))
+    return _runs_to_mask(_decode_compressed_counts(merged["counts"].decode("ascii"), where), height, width)
+
+
+def _runs_to_mask(runs: list[int], height: int, width: int) -> np.ndarray:
+    """Column-major run lengths (background first, summing to H*W) -> uint8 HxW mask {0, 1}."""
+    values = (np.arange(len(runs)) % 2).astype(np.uint8)  # 0, 1, 0, 1, ...
+    column_major = np.repeat(values, np.asarray(runs, dtype=np.int64))
+    return np.ascontiguousarray(column_major.reshape(width, height).T)
 
 
 def _decode_compressed_counts(counts: str, where: str) -> list[int]:
@@ -106,12 +119,10 @@ def rle_to_mask(rle: dict, height: int, width: int, *, ann_id: Any = None, sourc
             raise ValueError(f"{where}: compressed RLE counts are not ASCII") from err
     if isinstance(counts, str):
         runs = _decode_compressed_counts(counts, where)
-        coco_rle = {"size": [height, width], "counts": counts.encode("ascii")}
     elif isinstance(counts, list | tuple):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
             raise ValueError(f"{where}: uncompressed RLE 'counts' must be a list of integers")
         runs = list(counts)
-        coco_rle = None
     else:
         raise ValueError(f"{where}: RLE 'counts' must be a list of integers or a string, got {type(counts)}")
     if any(v < 0 for v in runs):
@@ -121,9 +132,7 @@ def rle_to_mask(rle: dict, height: int, width: int, *, ann_id: Any = None, sourc
             f"{where}: RLE counts sum to {sum(runs)} pixels but the image has {height}x{width} = "
             f"{height * width}"
         )
-    if coco_rle is None:
-        coco_rle = coco_mask.frPyObjects({"size": [height, width], "counts": runs}, height, width)
-    return coco_mask.decode(coco_rle).astype(np.uint8)
+    return _runs_to_mask(runs, height, width)
 
 
 def decode_segmentation(

@@ -238,6 +238,14 @@ class ReferDataset(Dataset):
         """sent_id of every sentence in eval order."""
         return [self._refs[r]["sentences"][s]["sent_id"] for r, s in self._sentences]
 
+    def image_info(self, image_id: int) -> dict[str, Any]:
+        """{"file_name", "height", "width", "path"} of an image of instances.json (a copy)."""
+        if image_id not in self._images:
+            raise KeyError(f"image_id {image_id} is not in {self.instances_path}")
+        info = dict(self._images[image_id])
+        info["path"] = self.image_dir / info["file_name"]
+        return info
+
     def set_epoch(self, epoch: int) -> None:
         """Select the training sentences of `epoch` (call before each epoch, in every worker's copy)."""
         if not _is_int(epoch) or epoch < 0:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -52,7 +52,11 @@ class Select:
     size: str | None = None
 
     def matches(self, obj: Any) -> bool:
-        return all(getattr(self, f.name) in (None, getattr(obj, f.name)) for f in fields(self))
+        return (
+            (self.kind is None or self.kind == obj.kind)
+            and (self.colour is None or self.colour == obj.colour)
+            and (self.size is None or self.size == obj.size)
+        )
 
 
 @dataclass(frozen=True)
@@ -338,12 +342,16 @@ def describe(rng: np.random.Generator, program: Program, determiner: bool | None
     return f"{np_} {_pick(rng, _RELATION_WORDS[program.relation])} {landmark}"
 
 
-def to_refer_sentence(rng: np.random.Generator, text: str, sent_id: int) -> dict[str, Any]:
-    """A refer-format sentence: `raw` as typed (capitals, punctuation), `sent` lower-cased and tokenised."""
-    raw = text
+def as_typed(rng: np.random.Generator, text: str) -> str:
+    """`text` as a person might type it: sometimes capitalised, sometimes with a full stop (the `raw` field)."""
     if rng.random() < 0.3:
-        raw = raw[0].upper() + raw[1:]
+        text = text[0].upper() + text[1:]
     if rng.random() < 0.2:
-        raw += "."
+        text += "."
+    return text
+
+
+def to_refer_sentence(raw: str, sent_id: int) -> dict[str, Any]:
+    """A refer-format sentence: `raw` as typed, `sent` lower-cased and tokenised, `tokens` its words."""
     tokens = re.findall(r"[a-z0-9]+", raw.lower())
     return {"tokens": tokens, "raw": raw, "sent_id": sent_id, "sent": " ".join(tokens)}

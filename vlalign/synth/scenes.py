@@ -66,6 +66,14 @@ class SceneObject:
     def occluded(self) -> bool:
         return bool((self.full & ~self.visible).any())
 
+    def pixels(self, which: str = "full") -> tuple[np.ndarray, np.ndarray]:
+        """(ys, xs) of the full or visible mask, searched only inside the outline's box (much cheaper)."""
+        xy = np.asarray(self.polygons[0]).reshape(-1, 2)
+        x0, y0 = np.floor(xy.min(0)).astype(int).clip(0)
+        x1, y1 = np.ceil(xy.max(0)).astype(int) + 2
+        ys, xs = np.nonzero(getattr(self, which)[y0:y1, x0:x1])
+        return ys + y0, xs + x0
+
 
 @dataclass
 class Scene:
@@ -284,19 +292,21 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     else:
         cell = int(rng.integers(14, 48))
         t = (((xx // cell) + (yy // cell)) % 2).astype(np.float32)
-    img = a[None, None] * (1 - t[..., None]) + b[None, None] * t[..., None]
-    return img + rng.uniform(3, 12) * rng.standard_normal((height, width, 1), dtype=np.float32)
+    t = t + rng.uniform(3, 12) / 255 * rng.standard_normal((height, width), dtype=np.float32)  # grain
+    return a[None, None] + (b - a)[None, None] * t[..., None]
 
 
 def render(rng: np.random.Generator, scene: Scene) -> np.ndarray:
-    """Paint the scene: HxWx3 uint8. Each object gets its hue with jitter, a shading ramp and grain."""
+    """Paint the scene: HxWx3 uint8. Each object gets its hue with jitter, a shading ramp and grain.
+
+    Objects are painted over the background in scene order; the background carries its own grain.
+    """
     img = _background(rng, scene.height, scene.width)
     for obj in scene.objects:
-        ys, xs = np.nonzero(obj.full)  # only the object's pixels: cheaper than full-image arrays
+        ys, xs = obj.pixels("full")  # only the object's pixels: cheaper than full-image arrays
         base = np.array(COLOURS[obj.colour], np.float32) + rng.uniform(-14, 14, 3).astype(np.float32)
         phi = rng.uniform(0, 2 * np.pi)
         ramp = ((xs - obj.cx) * math.cos(phi) + (ys - obj.cy) * math.sin(phi)) / obj.r  # about -1..1
         shade = (1.0 + 0.12 * ramp)[:, None].astype(np.float32)
         img[ys, xs] = base[None] * shade + rng.normal(0, 5, (len(ys), 1)).astype(np.float32)
-    img += 2.5 * rng.standard_normal(img.shape, dtype=np.float32)  # sensor-like grain over everything
     return np.clip(img, 0, 255).astype(np.uint8)

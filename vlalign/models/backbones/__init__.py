@@ -1,0 +1,34 @@
+"""Image backbones in plain PyTorch with the official checkpoints' key names.
+
+Every backbone takes Bx3xHxW images in [0, 1] (normalised inside with its own `pixel_mean`/`pixel_std`
+buffers), exposes `out_channels` (4 ints) and `strides` (4, 8, 16, 32), and `forward(image, fuse=None)`
+returns the 4 feature maps BxCxHxW; `fuse(stage_index, feature) -> feature` runs after each stage and its
+output continues through the encoder (language fusion inside the visual encoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from vlalign.models.backbones.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
+from vlalign.models.backbones.swin import (
+    SWIN_BUILDERS,
+    SwinTransformer,
+    load_official_swin,
+    swin_base,
+    swin_large,
+    swin_small,
+    swin_tiny,
+)
+
+__all__ = ["BACKBONE_BUILDERS", "SWIN_BUILDERS", "SwinTransformer", "EfficientNetLite0", "efficientnet_lite0",
+           "load_official_swin", "swin_tiny", "swin_small", "swin_base", "swin_large"]
+
+# Backbone name -> builder. Swin builders take (window_size, drop_path_rate, pretrained=path);
+# efficientnet_lite0 takes (pretrained=bool|path, drop_path_rate).
+BACKBONE_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    **SWIN_BUILDERS,
+    "efficientnet_lite0": efficientnet_lite0,
+}
