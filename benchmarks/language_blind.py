@@ -95,10 +95,8 @@ def markdown_table(results: dict[str, dict[str, dict]]) -> str:
         + " |"
         for name in BASELINES
     ]
-    counts = (
-        "| expressions | " + " | ".join(f"{results[s]['oracle']['num_samples']} | " for s in splits) + "|"
-    )
-    return "\n".join([head, rule, *rows, counts])
+    counts = ", ".join(f"{s} {results[s]['oracle']['num_samples']}" for s in splits)
+    return "\n".join([head, rule, *rows, "", f"Expressions: {counts}."])
 
 
 def _machine() -> str:

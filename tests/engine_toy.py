@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-every", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=2)
     parser.add_argument("--amp", default="none")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--optimizer", default="adamw")
     parser.add_argument("--clip-grad", type=float, default=1.0, help="0 disables clipping")
@@ -118,10 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
     model = ToyModel(ToyConfig(), jitter=0.05 if args.jitter else 0.0)
     config = TrainConfig(
         out_dir=args.out, max_iters=None if args.epochs else args.max_iters, epochs=args.epochs,
-        batch_size=args.batch_size, grad_accum=args.grad_accum,
-        lr=0.05, weight_decay=0.01, optimizer=args.optimizer, schedule="poly", warmup_iters=2, clip_grad=args.clip_grad or None,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=0.05, weight_decay=0.01,
+        optimizer=args.optimizer, schedule="poly", warmup_iters=2, clip_grad=args.clip_grad or None,
         amp=args.amp, eval_every=args.eval_every, save_every=args.save_every, keep_last=3,
-        log_every=args.log_every, num_workers=args.num_workers, device="cpu", resume=args.resume,
+        log_every=args.log_every, num_workers=args.num_workers, device=args.device, resume=args.resume,
     )
     return train(model, ToyDataset(args.n), config, evaluate=make_evaluate())
 

@@ -3,6 +3,7 @@ AMP, weight-decay groups, the resumable sampler."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from vlalign.engine import (
     save_checkpoint,
 )
 from vlalign.engine import checkpoint as ckpt
+from vlalign.engine.logging import MetricLogger
 
 TOY = str(Path(engine_toy.__file__).resolve())
 REPO = str(Path(__file__).resolve().parents[1])
@@ -92,7 +94,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_process_gloo_with_grad_accum_matches_single_process(tmp_path):
-    common = ["--max-iters", "7", "--batch-size", "8"]
+    # SGD without clipping: a gradient scaled by the world size or grad_accum would show (Adam hides it).
+    common = ["--max-iters", "7", "--batch-size", "8", "--optimizer", "sgd", "--clip-grad", "0"]
     engine_toy.main(["--out", str(tmp_path / "single"), *common])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
@@ -231,8 +234,10 @@ def test_keep_last_and_broken_latest(tmp_path):
         latest_checkpoint(tmp_path)
 
 
-def test_resume_with_another_data_order_is_refused(tmp_path):
+def test_fresh_run_over_an_old_one_or_resume_with_another_data_order_is_refused(tmp_path):
     engine_toy.main(["--out", str(tmp_path), "--max-iters", "2"])
+    with pytest.raises(FileExistsError, match="resume=True"):
+        engine_toy.main(["--out", str(tmp_path), "--max-iters", "2"])
     with pytest.raises(ValueError, match="data order"):
         engine_toy.main(["--out", str(tmp_path), "--max-iters", "4", "--batch-size", "4", "--resume"])
 
@@ -241,6 +246,15 @@ def test_resume_with_another_data_order_is_refused(tmp_path):
 def test_bf16_autocast_runs_on_cpu(tmp_path):
     summary = engine_toy.main(["--out", str(tmp_path), "--max-iters", "3", "--amp", "bf16"])
     assert summary["iteration"] == 3 and all(math.isfinite(v) for v in summary["losses"].values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_with_grad_scaler_runs_on_cuda(tmp_path):
+    args = ["--max-iters", "6", "--amp", "fp16", "--device", "cuda", "--save-every", "3"]
+    summary = engine_toy.main(["--out", str(tmp_path), *args])
+    assert all(math.isfinite(v) for v in summary["losses"].values())
+    state = torch.load(latest_checkpoint(tmp_path) / ckpt.STATE_FILE, weights_only=True)
+    assert state["scaler"]["scale"] > 0 and "cuda" in state["rng"][0]
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path):
@@ -279,6 +293,17 @@ def test_no_weight_decay_groups_and_lr_multipliers():
     }
     with pytest.raises(ValueError, match="two param groups"):
         build_param_groups(model, 0.05, 1.0, [{"params": [model.head.weight]}] * 2)
+
+
+def test_tensorboard_without_the_package_is_a_clear_message(tmp_path):
+    if importlib.util.find_spec("tensorboard") is not None:
+        logger = MetricLogger(tmp_path, enabled=True, total_iters=1, tensorboard=True)
+        logger.log({"iteration": 1, "loss": 1.0}, echo=False)
+        logger.close()
+        assert (tmp_path / "tensorboard").is_dir()
+    else:
+        with pytest.warns(UserWarning, match="tensorboard.*not installed"):
+            MetricLogger(tmp_path, enabled=True, total_iters=1, tensorboard=True).close()
 
 
 # sampler --------------------------------------------------------------------------------------------------

@@ -82,8 +82,20 @@ def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split
         metrics = evaluate_refseg(m, val_set, max_samples=eval_samples)
         return {f"val_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
 
-    return train(model, train_set, config, collate_fn=make_collate(model.tokenize), evaluate=evaluate,
+    return train(model, train_set, config, collate_fn=TrainCollate(model.tokenize), evaluate=evaluate,
                  param_groups=getattr(model, "param_groups", lambda: None)())
+
+
+class TrainCollate:
+    """Referring collate that also hands the mask to the model as its `target` (picklable for workers)."""
+
+    def __init__(self, tokenize) -> None:
+        self.collate = make_collate(tokenize)
+
+    def __call__(self, samples: list[dict]) -> dict:
+        batch = self.collate(samples)
+        batch["target"] = batch["mask"]
+        return batch
 
 
 def metric_table(results: dict[str, dict[str, Any]]) -> str:

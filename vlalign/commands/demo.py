@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def run_demo(args) -> int:
     else:
         print(f"[1/4] using the synthetic benchmark already in {data}")
 
+    if not args.resume and (out / "run").exists():
+        shutil.rmtree(out / "run")  # the demo retrains from scratch unless asked to resume
     print(f"[2/4] training {args.model} for {args.iters} iterations (batch {args.batch_size}) on the CPU")
     model = build_model(args.model)
     config = TrainConfig(out_dir=str(out / "run"), max_iters=args.iters, batch_size=args.batch_size,

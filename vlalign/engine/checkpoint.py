@@ -37,6 +37,11 @@ def checkpoint_root(out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / "checkpoints"
 
 
+def checkpoint_dir(out_dir: str | os.PathLike, iteration: int) -> Path:
+    # Zero-padded so that a directory listing sorts checkpoints in training order.
+    return checkpoint_root(out_dir) / f"iter_{iteration:08d}"
+
+
 def _fsync(path: Path) -> None:
     # Directories too: a rename is durable only once its parent directory's entry is on disk.
     fd = os.open(path, os.O_RDONLY)
@@ -90,10 +95,9 @@ def save_checkpoint(out_dir: str | os.PathLike, iteration: int, model: nn.Module
     Call on one process only (rank 0). An existing `iter_<iteration>` is complete by construction (it was
     renamed into place) and is kept as it is.
     """
-    root = checkpoint_root(out_dir)
+    final = checkpoint_dir(out_dir, iteration)
+    root, name = final.parent, final.name
     root.mkdir(parents=True, exist_ok=True)
-    name = f"iter_{iteration:08d}"
-    final = root / name
     if not final.exists():
         tmp = root / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,11 @@ entries, and every `loss_*` is logged (averaged over the log window and over ran
 One iteration = one optimizer step over a GLOBAL batch of `config.batch_size` samples: every process runs
 `grad_accum` micro-batches (gradient all-reduce only on the last, via DDP's no_sync), then clip, step, and
 advance the per-iteration schedule. Run under torchrun for several processes (see `vlalign.engine.dist`).
+
+`resume=True` continues bit-exactly from `<out_dir>/checkpoints/latest` (weights, optimizer, schedule, data
+position, every rank's RNG); a run with `resume=False` refuses an out_dir that already holds checkpoints.
+Exactness of random augmentations inside DataLoader workers needs the dataset to draw them from
+(seed, epoch, index), as ReferDataset does: worker seeds are fixed per (seed, epoch, rank), not per sample.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlalign.engine import dist
 from vlalign.engine.checkpoint import (
+    checkpoint_dir,
     config_dict,
     latest_checkpoint,
     load_checkpoint,
@@ -88,7 +94,7 @@ def _train(model, train_set, config, collate_fn, evaluate, param_groups, info) -
     logger = MetricLogger(config.out_dir, info.is_main, total, pos.iteration, config.tensorboard)
     lr_at = lr_factor(config, total)
     window: list[dict[str, torch.Tensor]] = []  # per-iteration losses since the last log
-    step_time, losses, metrics, checkpoint = 0.0, {}, {}, None
+    step_time, losses = 0.0, {}
 
     while pos.iteration < total:
         sampler.set_epoch(pos.epoch, pos.iter_in_epoch)  # also dataset.set_epoch, before workers fork
@@ -108,21 +114,20 @@ def _train(model, train_set, config, collate_fn, evaluate, param_groups, info) -
                     losses = _log_losses(logger, window, step_time, pos, sampler, lr)
                     window, step_time = [], 0.0
                 if _due(pos.iteration, config.eval_every):
-                    metrics = _evaluate(evaluate, model, logger, pos, sampler)
+                    _evaluate(evaluate, model, logger, pos, sampler)
                 # after evaluation: the saved RNG state must be the one the next iteration starts from
                 if _due(pos.iteration, config.save_every):
-                    checkpoint = _save(config, model, optimizer, scheduler, scaler, pos, info, len(train_set))
+                    _save(config, model, optimizer, scheduler, scaler, pos, info, len(train_set))
         if pos.iter_in_epoch == sampler.iters_per_epoch:
             pos.epoch, pos.iter_in_epoch = pos.epoch + 1, 0
 
     if window:
         losses = _log_losses(logger, window, step_time, pos, sampler, config.lr * lr_at(pos.iteration - 1))
-    metrics = _evaluate(evaluate, model, logger, pos, sampler) or metrics
+    metrics = _evaluate(evaluate, model, logger, pos, sampler)
     checkpoint = _save(config, model, optimizer, scheduler, scaler, pos, info, len(train_set))
     logger.close()
     return {"iteration": pos.iteration, "epoch": pos.epoch, "losses": losses, "eval": metrics,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "seconds": time.perf_counter() - start_time}
+            "checkpoint": str(checkpoint), "seconds": time.perf_counter() - start_time}
 
 
 def _step(model, micro_batches, input_names, optimizer, scheduler, scaler, autocast, config, device):
@@ -214,22 +219,27 @@ def _evaluate(evaluate, model: nn.Module, logger, pos, sampler) -> dict[str, Any
 def _save(config, model, optimizer, scheduler, scaler, pos, info, dataset_len):
     """Gather every rank's RNG state, write the checkpoint on rank 0, and hold all ranks until it exists."""
     rngs = dist.all_gather_object(rng_state())
-    path = None
     if info.is_main:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "iteration": pos.iteration, "epoch": pos.epoch,
                  "iter_in_epoch": pos.iter_in_epoch, "data_order": _data_order(config, dataset_len),
                  "rng": rngs}
-        path = save_checkpoint(config.out_dir, pos.iteration, model, state, config_dict(config, model),
-                               config.keep_last)
+        save_checkpoint(config.out_dir, pos.iteration, model, state, config_dict(config, model),
+                        config.keep_last)
     dist.barrier()
-    return path
+    return checkpoint_dir(config.out_dir, pos.iteration)
 
 
 def _resume(config, model, optimizer, scheduler, scaler, info, dataset_len) -> Position:
     """Load `latest` when config.resume asks for it; returns the position to continue from."""
-    path = latest_checkpoint(config.out_dir) if config.resume else None
+    path = latest_checkpoint(config.out_dir)
+    if path is not None and not config.resume:
+        # A fresh run here would interleave its checkpoints and log with the old run's.
+        raise FileExistsError(f"{config.out_dir} already holds a run (checkpoint {path.name}): pass "
+                              "resume=True to continue it, or choose another out_dir")
     if path is None:
+        if config.resume and info.is_main:
+            print(f"resume=True but {config.out_dir} has no checkpoint: starting from scratch", flush=True)
         return Position()
     state = load_checkpoint(path, model, optimizer, scheduler, scaler)
     if state["data_order"] != _data_order(config, dataset_len):

@@ -1,0 +1,20 @@
+"""Synthetic data sets written in the real benchmarks' file layouts (the project's embedded default data).
+
+- `vlalign.synth.refcoco.generate_refcoco(out_dir, num_images, seed)`: the synthetic referring benchmark in
+  the refer layout (RefCOCO unc splits), read unchanged by `vlalign.data.refer.ReferDataset`;
+- `vlalign.synth.scenes`: scene sampling and rendering (shapes, colours, sizes, textured backgrounds);
+- `vlalign.synth.expressions`: referring expressions as programs, the uniqueness check, their wording.
+
+The defaults of the default benchmark live here, without heavy imports, so that the CLI can show them.
+"""
+
+from __future__ import annotations
+
+# `vlalign synth refcoco --out DIR` with these values is "the default benchmark": 900 train images with about
+# 2,200 refs (4,200 sentences), 400-550 expressions in each of val / testA / testB; about 30 s on one core.
+DEFAULT_NUM_IMAGES = 1200
+DEFAULT_SEED = 0
+DEFAULT_MIN_SIZE = 256  # image sides are drawn in [min, max] px, independently for height and width
+DEFAULT_MAX_SIZE = 384
+
+__all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_MIN_SIZE", "DEFAULT_NUM_IMAGES", "DEFAULT_SEED"]

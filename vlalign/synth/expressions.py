@@ -125,11 +125,12 @@ def _rank(program: Rank, scene: Any) -> Match:
 
 
 def _in_corner(obj: Any, direction: str, scene: Any) -> bool:
-    """ "in the top left" also asserts an absolute place: the object's centre is in that quadrant."""
+    """ "in the top left" also asserts an absolute place: the centre is clearly inside that quadrant."""
     if direction not in CORNERS:
         return True
     ux, uy = DIRECTIONS[direction]
-    return ux * (obj.cx - scene.width / 2) > 0 and uy * (obj.cy - scene.height / 2) > 0
+    half = MARGIN * scene.scale / 2
+    return ux * (obj.cx - scene.width / 2) >= half and uy * (obj.cy - scene.height / 2) >= half
 
 
 def _relate(program: Relate, scene: Any) -> Match:
@@ -161,8 +162,9 @@ def _relate(program: Relate, scene: Any) -> Match:
     for i in members:
         dx, dy = objs[i].cx - land.cx, objs[i].cy - land.cy
         along, across = ux * dx + uy * dy, abs(uy * dx - ux * dy)
-        # the relation holds inside a 90° cone around the direction; outside it, or close to its edges, not
-        if along <= 0 or along - across <= -m / 2:
+        # The relation holds inside the 90° cone around the direction (along > across). Sure: well inside and
+        # well away from the landmark; surely not: well outside; in between, a reader could go either way.
+        if along - across <= -m / 2:
             continue
         maybe.add(i)
         if along >= m and along - across >= m / 2:
@@ -343,7 +345,7 @@ def describe(rng: np.random.Generator, program: Program, determiner: bool | None
 
 
 def as_typed(rng: np.random.Generator, text: str) -> str:
-    """`text` as a person might type it: sometimes capitalised, sometimes with a full stop (the `raw` field)."""
+    """`text` as typed by a person (the `raw` field): sometimes capitalised, sometimes with a full stop."""
     if rng.random() < 0.3:
         text = text[0].upper() + text[1:]
     if rng.random() < 0.2:

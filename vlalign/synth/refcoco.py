@@ -1,7 +1,7 @@
 """The synthetic referring benchmark, written in the exact refer layout (RefCOCO, split_by "unc").
 
-    DIR/refs(unc).p      pickle (protocol 2, builtin types only) of refs: ref_id, ann_id, image_id, category_id,
-                         split, file_name, sent_ids, sentences [{raw, sent, sent_id, tokens}]
+    DIR/refs(unc).p      pickle (protocol 2, builtin types only) of refs: ref_id, ann_id, image_id,
+                         category_id, split, file_name, sent_ids, sentences [{raw, sent, sent_id, tokens}]
     DIR/instances.json   COCO: info, licenses, images, annotations, categories
     DIR/images/<name>    the images (JPEG by default)
     DIR/dataset.json     summary and generation parameters; DIR/README.txt   what this is
@@ -26,20 +26,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vlalign.synth import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, DEFAULT_NUM_IMAGES, DEFAULT_SEED
 from vlalign.synth.expressions import as_typed, describe, sample_programs, to_refer_sentence
 from vlalign.synth.scenes import GROUP_OF, GROUPS, KINDS, Scene, render, sample_scene
-
-# "The default benchmark": `vlalign synth refcoco --out DIR` with these values. 1,200 images give about 5,000
-# train refs and >= 300 expressions in each of val / testA / testB, generated in well under a minute.
-DEFAULT_NUM_IMAGES = 1200
-DEFAULT_SEED = 0
-DEFAULT_MIN_SIZE = 256
-DEFAULT_MAX_SIZE = 384
 
 SPLIT_SHARES = {"val": 0.09, "testA": 0.08, "testB": 0.08}  # the rest is train
 SPLIT_FOCUS = {"train": None, "val": None, "testA": "round", "testB": "angular"}
 OBJECTS_PER_IMAGE = (3, 7)
-REFS_PER_IMAGE = (1, 3)
+REFS_PER_IMAGE = (1, 4)
 SENTENCES_PER_REF = (1, 3)
 FILE_PREFIX = "SYNTH_refcoco_"
 
@@ -85,7 +79,8 @@ def _annotation(obj: Any, ann_id: int, image_id: int, height: int, width: int) -
 def make_image(
     seed: int, index: int, split: str, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE
 ) -> tuple[Scene, np.ndarray, list[tuple[int, list[str]]]]:
-    """One image of the benchmark: its scene, pixels (HxWx3 uint8) and refs as (object index, raw sentences)."""
+    """One image of the benchmark: its scene, its pixels (HxWx3 uint8) and its refs as (object index, raw
+    sentences)."""
     rng = np.random.default_rng([seed, index + 1])
     height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
     focus = SPLIT_FOCUS[split]
@@ -96,7 +91,7 @@ def make_image(
         if len(scene.objects) >= 2:
             break
     image = render(rng, scene)
-    # Targets are a uniform draw among the eligible objects, so size, centrality or paint order predict nothing.
+    # Targets are a uniform draw among the eligible objects: size, centrality or paint order predict nothing.
     eligible = [i for i, o in enumerate(scene.objects) if focus is None or GROUP_OF[o.kind] == focus]
     n_refs = int(rng.integers(REFS_PER_IMAGE[0], REFS_PER_IMAGE[1] + 1))
     refs: list[tuple[int, list[str]]] = []
@@ -124,7 +119,7 @@ def generate_refcoco(
     max_size: int = DEFAULT_MAX_SIZE,
     image_format: str = "jpg",
 ) -> dict[str, Any]:
-    """Write the synthetic benchmark to `out_dir` and return a summary (counts per split, files, parameters)."""
+    """Write the synthetic benchmark to `out_dir`; return a summary (counts per split, parameters)."""
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     if not 32 <= min_size <= max_size:
@@ -190,8 +185,8 @@ def generate_refcoco(
         pickle.dump(refs, f, protocol=2)
 
     summary = _summary(out, refs, images, annotations, splits, seed, min_size, max_size, image_format)
-    with open(out / "dataset.json", "w") as f:
-        json.dump(summary, f, indent=2)
+    with open(out / "dataset.json", "w") as f:  # without out_dir: same seed, same bytes, wherever written
+        json.dump({k: v for k, v in summary.items() if k != "out_dir"}, f, indent=2)
     (out / "README.txt").write_text(_README.format(**summary))
     return summary
 

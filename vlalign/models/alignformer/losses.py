@@ -95,7 +95,8 @@ class InstanceContrastiveLoss(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.clamp(*self.log_bounds).exp()
 
-    def forward(self, pixels: torch.Tensor, query: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor, query: torch.Tensor,
+                target: torch.Tensor) -> dict[str, torch.Tensor]:
         """pixels (B, mask_dim, h, w); query (B, query_dim) final query state; target (B, H, W)."""
         return instance_contrastive_loss(pixels, self.proj(query), target, self.temperature(),
                                          self.erode, self.dilate)

@@ -39,13 +39,14 @@ def _canvas_layout(shapes: Shapes, device: torch.device) -> tuple[torch.Tensor, 
     width = max(w for _, w in shapes) + 3
     height = 2 + sum(h + 1 for h, _ in shapes)
     zero = sum(h * w for h, w in shapes)
-    index = torch.full((height, width), zero, dtype=torch.long)
-    corners, start, top = [], 0, 1
-    for h, w in shapes:
-        index[top : top + h, 1 : 1 + w] = torch.arange(start, start + h * w).view(h, w)
-        corners.append((1.0, float(top)))
-        start, top = start + h * w, top + h + 1
-    return index.flatten().to(device), height, width, torch.tensor(corners, device=device)
+    with torch.inference_mode(False):  # cached: must stay usable by autograd after an inference-mode call
+        index = torch.full((height, width), zero, dtype=torch.long)
+        corners, start, top = [], 0, 1
+        for h, w in shapes:
+            index[top : top + h, 1 : 1 + w] = torch.arange(start, start + h * w).view(h, w)
+            corners.append((1.0, float(top)))
+            start, top = start + h * w, top + h + 1
+        return index.flatten().to(device), height, width, torch.tensor(corners, device=device)
 
 
 def _canvas_pixels(shapes: Shapes, locations: torch.Tensor, corner: torch.Tensor) -> torch.Tensor:
@@ -163,5 +164,5 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(b, q, h, lv, p, 2)
         weights = self.attention_weights(query).view(b, q, h, lv * p).softmax(-1).view(b, q, h, lv, p)
         size = torch.tensor(shapes, dtype=query.dtype, device=query.device).flip(-1)  # (L, 2) as (W, H)
-        locations = reference_points[:, :, None, None, None, :] + offsets / size[:, None]  # (B, Q, h, L, P, 2)
+        locations = reference_points[:, :, None, None, None] + offsets / size[:, None]  # (B, Q, h, L, P, 2)
         return self.output_proj(ms_deform_attn_sample(v, shapes, locations, weights))

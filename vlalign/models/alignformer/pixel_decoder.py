@@ -131,15 +131,16 @@ class PixelDecoder(nn.Module):
                 word_mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """features: 4 maps (B, C_i, H/s, W/s) at strides 4/8/16/32; words (B, N, D); word_mask (B, N) bool.
 
-        Returns mask features (B, mask_dim, H/4, W/4) and the encoder's maps [stride 32, 16, 8], (B, dim, h, w).
+        Returns the mask features (B, mask_dim, H/4, W/4) and the encoder's maps [stride 32, 16, 8], each
+        (B, dim, h, w).
         """
         b = words.shape[0]
         srcs = [proj(f) for proj, f in zip(self.input_proj, reversed(features[1:]))]
         shapes: Shapes = tuple((s.shape[-2], s.shape[-1]) for s in srcs)
         src = torch.cat([s.flatten(2) for s in srcs], 2).transpose(1, 2)  # (B, S, dim)
         pos = torch.cat([
-            sine_position_encoding(h, w, self.dim, src.device, src.dtype).flatten(2) + self.level_embed[i, :, None]
-            for i, (h, w) in enumerate(shapes)
+            sine_position_encoding(h, w, self.dim, src.device, src.dtype).flatten(2) + level[:, None]
+            for level, (h, w) in zip(self.level_embed, shapes)
         ], 2).transpose(1, 2)  # (1, S, dim)
         refs = reference_points(shapes, src.device).to(src.dtype)  # (1, S, 2)
         word_pos = self.word_pos.weight[None, : words.shape[1]]  # (1, N, D)

@@ -36,7 +36,8 @@ class QueryDecoder(nn.Module):
         self.query_pos = nn.Embedding(1, dim)  # learned position of the single query (release `query_embed`)
         self.level_embed = nn.Embedding(3, pixel_dim)
         self.layers = nn.ModuleList(
-            CrossAttentionLayer(dim, pixel_dim, num_heads, ffn_dim, self_attn=self_attn) for _ in range(num_layers)
+            CrossAttentionLayer(dim, pixel_dim, num_heads, ffn_dim, self_attn=self_attn)
+            for _ in range(num_layers)
         )
         # release `dynamic_conv_gen_head`: dim -> dim -> dim -> kernel (mask_dim) + bias
         self.kernel_head = nn.Sequential(
@@ -45,8 +46,8 @@ class QueryDecoder(nn.Module):
 
     def forward(self, words: torch.Tensor, word_mask: torch.Tensor, maps: list[torch.Tensor],
                 mask_features: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """words (B, N, D); word_mask (B, N) bool; maps: pixel-decoder maps [stride 32, 16, 8] (B, pixel_dim, h, w);
-        mask_features (B, mask_dim, H/4, W/4).
+        """words (B, N, D); word_mask (B, N) bool; maps: the pixel decoder's [stride 32, 16, 8] maps
+        (B, pixel_dim, h, w); mask_features (B, mask_dim, H/4, W/4).
 
         Returns the N+1 query states, each (B, dim), and their mask logits, each (B, H/4, W/4).
         """

@@ -46,7 +46,8 @@ class TanhGate(nn.Module):
         super().__init__()
         if zero_init not in ("output", "all"):
             raise ValueError(f"zero_init must be 'output' or 'all', got {zero_init!r}")
-        self.net = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.ReLU(), nn.Linear(dim, dim, bias=False), nn.Tanh())
+        self.net = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.ReLU(), nn.Linear(dim, dim, bias=False),
+                                 nn.Tanh())
         nn.init.zeros_(self.net[2].weight)
         if zero_init == "all":
             nn.init.zeros_(self.net[0].weight)
@@ -73,7 +74,7 @@ class VLBA(nn.Module):
                  gate_zero_init: str = "output"):
         super().__init__()
         if vis_dim % num_heads or lang_dim % num_heads:
-            raise ValueError(f"vis_dim {vis_dim} and lang_dim {lang_dim} must be divisible by {num_heads} heads")
+            raise ValueError(f"vis_dim {vis_dim} and lang_dim {lang_dim} must divide into {num_heads} heads")
         self.vis_dim, self.lang_dim, self.num_heads = vis_dim, lang_dim, num_heads
         self.query = nn.Linear(vis_dim, vis_dim)  # Wq, followed by IN
         self.key = nn.Linear(lang_dim, vis_dim)  # Wk
