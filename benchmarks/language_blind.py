@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
 import tempfile
@@ -108,7 +109,10 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"{cpu} ({cores} cores), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         generation = ""
         if data is None:
             data = Path(tmp) / "synth_refcoco"
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             generate_refcoco(data, num_images=args.num_images, seed=args.seed)
-            seconds = time.perf_counter() - start
-            generation = f"generated {args.num_images} images (seed {args.seed}) in {seconds:.1f} s"
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            generation = (
+                f"generated {args.num_images} images (seed {args.seed}) in {wall:.1f} s ({cpu:.1f} s CPU)"
+            )
             print(generation)
         results = evaluate_baselines(data, seed=args.seed)
     table = markdown_table(results)

@@ -100,6 +100,15 @@ def evaluate(program: Program, scene: Any) -> Match:
     raise TypeError(f"not a referring program: {program!r}")
 
 
+def form_of(program: Program) -> str:
+    """The grammar form: "attributes", "position" (k = 1 rank), "ordinal" (k > 1) or "relation"."""
+    if isinstance(program, Select):
+        return "attributes"
+    if isinstance(program, Rank):
+        return "position" if program.k == 1 else "ordinal"
+    return "relation"
+
+
 def refers_uniquely(program: Program, scene: Any, target: int) -> bool:
     """True when `program` selects exactly the object `target`, with no borderline alternative."""
     sure, maybe = evaluate(program, scene)
@@ -125,7 +134,7 @@ def _rank(program: Rank, scene: Any) -> Match:
 
 
 def _in_corner(obj: Any, direction: str, scene: Any) -> bool:
-    """ "in the top left" also asserts an absolute place: the centre is clearly inside that quadrant."""
+    """A corner ("in the top left") also asserts an absolute place: the centre is clearly in that quadrant."""
     if direction not in CORNERS:
         return True
     ux, uy = DIRECTIONS[direction]
@@ -191,10 +200,10 @@ def _landmark_program(rng: np.random.Generator, scene: Any, j: int) -> Select | 
     obj = scene.objects[j]
     subsets = [
         Select(kind=obj.kind),
-        Select(colour=obj.colour, kind=obj.kind),
-        Select(size=obj.size, kind=obj.kind),
+        Select(obj.kind, colour=obj.colour),
+        Select(obj.kind, size=obj.size),
+        Select(obj.kind, obj.colour, obj.size),
     ]
-    subsets.append(Select(obj.kind, obj.colour, obj.size))
     for program in subsets:
         if refers_uniquely(program, scene, j):
             return program

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from vlalign.synth import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, DEFAULT_NUM_IMAGES, DEFAULT_SEED
-from vlalign.synth.expressions import as_typed, describe, sample_programs, to_refer_sentence
+from vlalign.synth.expressions import Program, as_typed, describe, form_of, sample_programs, to_refer_sentence
 from vlalign.synth.scenes import GROUP_OF, GROUPS, KINDS, Scene, render, sample_scene
 
 SPLIT_SHARES = {"val": 0.09, "testA": 0.08, "testB": 0.08}  # the rest is train
@@ -76,35 +76,36 @@ def _annotation(obj: Any, ann_id: int, image_id: int, height: int, width: int) -
     }
 
 
+Sentence = tuple[Program, str]  # the program and its raw wording
+
+
 def make_image(
     seed: int, index: int, split: str, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE
-) -> tuple[Scene, np.ndarray, list[tuple[int, list[str]]]]:
-    """One image of the benchmark: its scene, its pixels (HxWx3 uint8) and its refs as (object index, raw
+) -> tuple[Scene, np.ndarray, list[tuple[int, list[Sentence]]]]:
+    """One image of the benchmark: its scene, its pixels (HxWx3 uint8) and its refs as (object index,
     sentences)."""
     rng = np.random.default_rng([seed, index + 1])
     height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
     focus = SPLIT_FOCUS[split]
     while True:  # a crowded canvas can drop objects; two at least keep every expression meaningful
-        scene = sample_scene(
-            rng, height, width, int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1)), focus
-        )
+        n_objects = int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))
+        scene = sample_scene(rng, height, width, n_objects, focus)
         if len(scene.objects) >= 2:
             break
     image = render(rng, scene)
     # Targets are a uniform draw among the eligible objects: size, centrality or paint order predict nothing.
     eligible = [i for i, o in enumerate(scene.objects) if focus is None or GROUP_OF[o.kind] == focus]
     n_refs = int(rng.integers(REFS_PER_IMAGE[0], REFS_PER_IMAGE[1] + 1))
-    refs: list[tuple[int, list[str]]] = []
+    refs: list[tuple[int, list[Sentence]]] = []
     for target in rng.permutation(eligible):
         n_sent = int(rng.integers(SENTENCES_PER_REF[0], SENTENCES_PER_REF[1] + 1))
-        texts: list[str] = []
+        sentences: list[Sentence] = []
         for program in sample_programs(rng, scene, int(target), n_sent):
             text = describe(rng, program)
-            if text not in texts:
-                texts.append(text)
-        texts = [as_typed(rng, t) for t in texts]
-        if texts:
-            refs.append((int(target), texts))
+            if all(text != t for _, t in sentences):
+                sentences.append((program, text))
+        if sentences:
+            refs.append((int(target), [(p, as_typed(rng, t)) for p, t in sentences]))
         if len(refs) == n_refs:
             break
     return scene, image, refs
@@ -129,6 +130,9 @@ def generate_refcoco(
     splits = assign_splits(num_images, seed)
 
     images, annotations, refs = [], [], []
+    stats: list[
+        tuple[list[str], bool, bool]
+    ] = []  # per ref: sentence forms, same-kind / same-colour distractor
     ann_id = ref_id = sent_id = 0
     for index, split in enumerate(splits):
         image_id = index + 1
@@ -141,12 +145,10 @@ def generate_refcoco(
         for obj in scene.objects:
             ann_id += 1
             annotations.append(_annotation(obj, ann_id, image_id, scene.height, scene.width))
-        for target, texts in image_refs:
+        for target, worded in image_refs:
             ref_id += 1
-            sentences = []
-            for text in texts:
-                sent_id += 1
-                sentences.append(to_refer_sentence(text, sent_id))
+            sentences = [to_refer_sentence(raw, sent_id + k + 1) for k, (_, raw) in enumerate(worded)]
+            sent_id += len(sentences)
             target_ann = first_ann + target
             refs.append(
                 {
@@ -161,6 +163,14 @@ def generate_refcoco(
                     "sentences": sentences,
                     "category_id": annotations[target_ann - 1]["category_id"],
                 }
+            )
+            obj, others = scene.objects[target], scene.objects[:target] + scene.objects[target + 1 :]
+            stats.append(
+                (
+                    [form_of(program) for program, _ in worded],
+                    any(o.kind == obj.kind for o in others),
+                    any(o.colour == obj.colour for o in others),
+                )
             )
 
     categories = [
@@ -184,7 +194,15 @@ def generate_refcoco(
     with open(out / "refs(unc).p", "wb") as f:
         pickle.dump(refs, f, protocol=2)
 
-    summary = _summary(out, refs, images, annotations, splits, seed, min_size, max_size, image_format)
+    summary = {
+        "out_dir": str(out),
+        "seed": seed,
+        "num_images": num_images,
+        "min_size": min_size,
+        "max_size": max_size,
+        "image_format": image_format,
+        **_counts(refs, annotations, stats, splits),
+    }
     with open(out / "dataset.json", "w") as f:  # without out_dir: same seed, same bytes, wherever written
         json.dump({k: v for k, v in summary.items() if k != "out_dir"}, f, indent=2)
     (out / "README.txt").write_text(_README.format(**summary))
@@ -198,17 +216,10 @@ def _save(pixels: np.ndarray, path: Path) -> None:
         Image.fromarray(pixels).save(path)
 
 
-def _summary(
-    out: Path,
-    refs: list[dict],
-    images: list[dict],
-    annotations: list[dict],
-    splits: list[str],
-    seed: int,
-    min_size: int,
-    max_size: int,
-    image_format: str,
+def _counts(
+    refs: list[dict], annotations: list[dict], stats: list[tuple[list[str], bool, bool]], splits: list[str]
 ) -> dict[str, Any]:
+    """Per-split counts, annotation kinds, sentence forms and how often targets share attributes."""
     per_split = {}
     for name in ("train", "val", "testA", "testB"):
         split_refs = [r for r in refs if r["split"] == name]
@@ -217,19 +228,23 @@ def _summary(
             "refs": len(split_refs),
             "sentences": sum(len(r["sentences"]) for r in split_refs),
         }
+    forms: dict[str, int] = {}
+    for ref_forms, _, _ in stats:
+        for form in ref_forms:
+            forms[form] = forms.get(form, 0) + 1
+    n_refs = max(len(stats), 1)
     n_rle = sum(isinstance(a["segmentation"], dict) for a in annotations)
     return {
-        "out_dir": str(out),
-        "seed": seed,
-        "num_images": len(images),
-        "min_size": min_size,
-        "max_size": max_size,
-        "image_format": image_format,
         "splits": per_split,
         "annotations": len(annotations),
         "polygon_annotations": len(annotations) - n_rle,
         "rle_annotations": n_rle,
         "groups": {name: list(kinds) for name, kinds in GROUPS.items()},
+        "sentence_forms": dict(sorted(forms.items())),
+        # share of targets with another object of the same kind / colour / either in their image
+        "targets_sharing_kind": round(sum(k for _, k, _ in stats) / n_refs, 3),
+        "targets_sharing_colour": round(sum(c for _, _, c in stats) / n_refs, 3),
+        "targets_sharing_kind_or_colour": round(sum(k or c for _, k, c in stats) / n_refs, 3),
     }
 
 

@@ -212,7 +212,7 @@ def _choose_attributes(rng: np.random.Generator, n: int, focus: str | None) -> l
 def sample_scene(
     rng: np.random.Generator, height: int, width: int, n_objects: int, focus: str | None = None
 ) -> Scene:
-    """Place `n_objects` shapes (fewer if the canvas is full, never fewer than 2) with limited occlusion.
+    """Place up to `n_objects` shapes (fewer when the canvas is full) with limited occlusion.
 
     About a third of the objects may overlap an earlier one; each earlier object must keep `MIN_VISIBLE` of
     its area, which keeps the occluded (RLE) annotations recognisable.
@@ -270,7 +270,10 @@ def _interp_matrix(n_out: int, cells: int) -> np.ndarray:
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
     """Low-frequency noise in [0, 1]: a coarse random grid, bilinearly upsampled (HxW)."""
     grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
-    return _interp_matrix(height, cells) @ grid @ _interp_matrix(width, cells).T
+    rows = (_interp_matrix(height, cells)[:, :, None] * grid[None]).sum(1)  # (H, cells+1)
+    cols = _interp_matrix(width, cells)  # (W, cells+1)
+    # a sum of outer products rather than a matmul: BLAS would start threads for this tiny product
+    return sum(rows[:, k, None] * cols[None, :, k] for k in range(cells + 1))
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -292,8 +295,11 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     else:
         cell = int(rng.integers(14, 48))
         t = (((xx // cell) + (yy // cell)) % 2).astype(np.float32)
-    t = t + rng.uniform(3, 12) / 255 * rng.standard_normal((height, width), dtype=np.float32)  # grain
-    return a[None, None] + (b - a)[None, None] * t[..., None]
+    img = a[None, None] + (b - a)[None, None] * t[..., None]
+    grain = rng.uniform(3, 12) * rng.standard_normal(
+        (height, width, 1), dtype=np.float32
+    )  # grey, in px units
+    return img + grain
 
 
 def render(rng: np.random.Generator, scene: Scene) -> np.ndarray:

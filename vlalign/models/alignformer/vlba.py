@@ -100,7 +100,7 @@ class VLBA(nn.Module):
     def forward(self, x: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor) -> VLBAOutput:
         """x (B, C, H, W) visual features; words (B, N, D); word_mask (B, N) bool, True = real token."""
         b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C); free for channel-last memory (Swin)
         m = word_mask[:, :, None].to(words.dtype)  # (B, N, 1)
 
         q = self._heads(token_instance_norm(self.query(tokens)))  # (B, h, HW, C/h)
@@ -126,7 +126,7 @@ class VLBA(nn.Module):
             tokens = tokens + self.vis_gate(vis_res) * vis_res
             words = (words + self.lang_gate(lang_res) * lang_res) * m
 
-        def grid(t: torch.Tensor) -> torch.Tensor:
-            return t.transpose(1, 2).reshape(b, c, h, w)
+        def grid(t: torch.Tensor) -> torch.Tensor:  # (B, HW, C) -> (B, C, H, W) view, channel-last memory
+            return t.view(b, h, w, c).permute(0, 3, 1, 2)
 
         return VLBAOutput(grid(tokens), words, grid(vis_res), lang_res)
