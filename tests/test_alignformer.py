@@ -352,3 +352,18 @@ def test_save_pretrained_folder_round_trip(bert_dir, tmp_path):
     assert loaded.config == dataclasses.replace(model.config, text_dir=str(tmp_path / "af" / "text"))
     with torch.no_grad():
         torch.testing.assert_close(loaded(image, tokens, mask)["logits"], expected, atol=0, rtol=0)
+
+
+def test_backbone_wiring_and_bf16_autocast_run(bert_dir):
+    """decoder_features="backbone" (the gated path) gates every stage; a zero contrastive weight skips that
+    loss; bf16 autocast keeps the pixel decoder in float32 and gives logits close to float32's."""
+    model = tiny("alignformer_swin_b", bert_dir, decoder_features="backbone", contrast_weight=0.0).eval()
+    assert all(v.vis_gate is not None for v in model.vlba)
+    image, tokens, mask, target = batch(model)
+    with torch.no_grad():
+        out = model(image, tokens, mask, target)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(image, tokens, mask)["logits"].float()
+    assert out["logits"].shape == (2, SIZE, SIZE) and torch.isfinite(out["loss_bce"])
+    assert "loss_contrast" not in out
+    assert (low - out["logits"]).abs().mean() < 0.1 * out["logits"].abs().mean()

@@ -36,7 +36,7 @@ def model_builders() -> dict[str, Callable[..., torch.nn.Module]]:
     return {**ALIGNFORMER_BUILDERS}
 
 
-def build_model(name: str, **overrides) -> torch.nn.Module:
+def build_model(name: str, /, **overrides) -> torch.nn.Module:
     builders = model_builders()
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; available: {sorted(builders)}")

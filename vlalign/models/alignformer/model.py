@@ -7,28 +7,33 @@ linguistic *center embedding*, with language fused inside the visual encoder by 
           -> mask logits (B, H, W), one per query state (deep supervision)
 
 Where each choice comes from (paper = arXiv abstract; release = mqchen1993/LGFormer@ea4800e; ours = this
-project):
+project, where both are silent or where we depart on purpose):
 - paper: center embedding grouping pixels; VLBA both ways; cross-modal instance contrastive loss.
-- release: Swin (window 12, drop-path 0.3) and BERT-base with <= 20 tokens; VLBA equations (vlba.py); decoder
-  inputs are each stage's VLBA output `vis_res` (after Swin's per-stage norm `norm{i}`), the words are the
-  last stage's `lang_res`; pixel decoder 6 deformable layers, 256-d, 8 heads, 4 points, FFN 1024, word
-  cross-attention (FFN 2048, learned word positions) after each; query decoder 6 layers, 768-d, 8 heads, FFN
-  2048, one query; kernel MLP 768-768-768-257; BCE with pos_weight 1.1 summed over all 7 outputs; test on the
-  last output.
+- release: Swin (window 12, drop-path 0.3) and BERT-base with <= 20 tokens; VLBA equations (vlba.py), one
+  head; the decoders read each stage's VLBA output `vis_res` (through Swin's per-stage norm `norm{i}`) and
+  the last stage's word residual `lang_res`; pixel decoder: 6 deformable layers (256-d, 8 heads, 4 points,
+  FFN 1024, post-norm, GroupNorm(32) input projections, sine positions + level embeddings), each followed by
+  pixels cross-attending to the words (learned word positions, FFN 2048), FPN with the stride-4 feature;
+  center embedding = masked mean of the words -> Linear; query decoder: 6 post-norm layers (768-d, 8 heads,
+  FFN 2048) over the scales stride 32, 16, 8 in turn; kernel MLP 768-768-768-257; masks upsampled
+  bilinearly to the input; BCE with pos_weight 1.1 summed over all 7 outputs; no dropout; prediction = last
+  output.
 - ours:
   * gates: only their last layer is zero-initialised (vlba.TanhGate explains why the release's all-zero
     gates never open); `vlba_gate_zero_init="all"` restores the release.
   * the last stage's VLBA has no gates: nothing reads its gated outputs when the decoders take `vis_res`
     (the release computes them and throws them away).
-  * `decoder_features="backbone"` is an alternative wiring that follows the gated path (the backbone's own
+  * `decoder_features="backbone"`: an alternative wiring that follows the gated path (the backbone's own
     outputs and the final gated words) instead of the release's `vis_res`/`lang_res`.
   * the query decoder keeps a self-attention step (Mask2Former's layer order; with one query it is a learned
     linear residual); `query_self_attn=False` is the release.
-  * the contrastive loss entirely (losses.py): its own projection of the last query state to mask_dim and a
-    learnable temperature; weight `contrast_weight` (0 skips it).
+  * deformable attention in pure PyTorch (ms_deform_attn.py) instead of the release's compiled CUDA op.
+  * the contrastive loss entirely (losses.py): regions, terms, its own projection of the last query state to
+    mask_dim, a learnable temperature (0.07 as in CLIP); weight `contrast_weight` = 0.1 (untuned; 0 skips it).
   * image normalisation is done once, inside the backbone, with its non-persistent `pixel_mean`/`pixel_std`
     buffers (exposed here as properties): the model takes [0, 1] images.
-  * the "lite" variant: EfficientNet-Lite0 + all-MiniLM-L6-v2 (offline assets) and a small decoder.
+  * the "lite" variant: EfficientNet-Lite0 + all-MiniLM-L6-v2 (offline assets, 384-d words), 256x256,
+    128-d pixel decoder (3 layers, FFN 256), 256-d query decoder (3 layers), 64-d mask features.
 """
 
 from __future__ import annotations
@@ -87,6 +92,9 @@ class AlignFormerConfig:
     contrast_temperature: float = 0.07
     contrast_erode: int = 1
     contrast_dilate: int = 1
+    # training recipe (release: AdamW 5e-5 for every parameter); the CLI and demo read these defaults
+    lr: float = 5e-5
+    text_lr_mult: float = 1.0
 
     def __post_init__(self):
         if self.decoder_features not in ("vlba", "backbone"):
@@ -124,6 +132,11 @@ class AlignFormer(nn.Module):
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.text_encoder.tokenize(texts)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Groups for the engine's optimizer: the text encoder at `text_lr_mult` x lr, the rest at lr."""
+        return [{"params": list(self.text_encoder.parameters()), "lr_mult": self.config.text_lr_mult,
+                 "name": "text_encoder"}]
 
     def _stage_norm(self, i: int, x: torch.Tensor) -> torch.Tensor:
         # release: Swin's per-stage output norm is applied to the VLBA output that the decoder reads
@@ -257,6 +270,7 @@ def alignformer_lite(**overrides: Any) -> AlignFormer:
         "alignformer_lite", overrides, backbone="efficientnet_lite0", backbone_kwargs={"drop_path_rate": 0.1},
         pretrained_backbone=True, text_dir=None, input_size=256, pixel_dim=128, pixel_layers=3,
         pixel_ffn_dim=256, word_ffn_dim=256, query_dim=256, query_layers=3, query_ffn_dim=512, mask_dim=64,
+        lr=2e-4, text_lr_mult=0.1,  # ours: new layers learn fast on a CPU budget, pretrained MiniLM slowly
     )
 
 

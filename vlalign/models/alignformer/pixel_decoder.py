@@ -134,7 +134,15 @@ class PixelDecoder(nn.Module):
         Returns the mask features (B, mask_dim, H/4, W/4) and the encoder's maps [stride 32, 16, 8], each
         (B, dim, h, w).
         """
-        b = words.shape[0]
+        # float32 throughout, as released: sampling coordinates need more than half precision
+        with torch.autocast(words.device.type, enabled=False):
+            return self._forward([f.float() for f in features], words.float(), word_mask)
+
+    def _forward(self, features: Sequence[torch.Tensor], words: torch.Tensor,
+                 word_mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        b, n = words.shape[:2]
+        if n > self.word_pos.num_embeddings:
+            raise ValueError(f"{n} tokens; this model takes at most {self.word_pos.num_embeddings}")
         srcs = [proj(f) for proj, f in zip(self.input_proj, reversed(features[1:]))]
         shapes: Shapes = tuple((s.shape[-2], s.shape[-1]) for s in srcs)
         src = torch.cat([s.flatten(2) for s in srcs], 2).transpose(1, 2)  # (B, S, dim)
@@ -143,7 +151,7 @@ class PixelDecoder(nn.Module):
             for level, (h, w) in zip(self.level_embed, shapes)
         ], 2).transpose(1, 2)  # (1, S, dim)
         refs = reference_points(shapes, src.device).to(src.dtype)  # (1, S, 2)
-        word_pos = self.word_pos.weight[None, : words.shape[1]]  # (1, N, D)
+        word_pos = self.word_pos.weight[None, :n]  # (1, N, D)
         padding = ~word_mask
         for layer, word_layer in zip(self.layers, self.word_layers):
             src = layer(src, pos, refs, shapes)
