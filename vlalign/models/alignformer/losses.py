@@ -2,6 +2,7 @@
 
 - `bce_loss` (release, mqchen1993/LGFormer `train.py`): BCE-with-logits, pos_weight 1.1, mean over pixels at
   input resolution, summed over the N+1 deep-supervision outputs.
+- `dice_loss` (ours, off at paper scale): soft Dice summed over the same outputs.
 - `instance_contrastive_loss` (ours: the paper names a *cross-modal instance contrastive loss* that reduces
   the influence of ambiguous pixels; the release has none). On L2-normalised stride-4 pixel embeddings z and
   the L2-normalised center embedding c of each sample, temperature t:
@@ -32,6 +33,20 @@ def bce_loss(logits: list[torch.Tensor], target: torch.Tensor, pos_weight: float
     """Sum over the outputs of mean BCE; logits: list of (B, H, W) at the target's resolution (B, H, W)."""
     weight = torch.tensor(pos_weight, dtype=target.dtype, device=target.device)
     return sum(F.binary_cross_entropy_with_logits(lg, target, pos_weight=weight) for lg in logits)
+
+
+def dice_loss(logits: list[torch.Tensor], target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Sum over the outputs of the mean soft Dice loss 1 - (2|P.G| + eps) / (|P| + |G| + eps) per sample.
+
+    Ours (not in the release): BCE alone lets a small foreground collapse to "all background" early on a short
+    CPU budget; Dice is insensitive to the foreground fraction (as in CRIS / ReLA-style RIS training).
+    """
+    g = target.flatten(1)
+    total = 0.0
+    for lg in logits:
+        p = lg.sigmoid().flatten(1)
+        total = total + (1 - (2 * (p * g).sum(1) + eps) / (p.sum(1) + g.sum(1) + eps)).mean()
+    return total
 
 
 def contrast_regions(target: torch.Tensor, size: tuple[int, int], erode: int = 1,

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlalign import assets
-from vlalign.models.alignformer.losses import InstanceContrastiveLoss, bce_loss
+from vlalign.models.alignformer.losses import InstanceContrastiveLoss, bce_loss, dice_loss
 from vlalign.models.alignformer.pixel_decoder import PixelDecoder
 from vlalign.models.alignformer.query_decoder import QueryDecoder
 from vlalign.models.alignformer.vlba import VLBA
@@ -87,6 +87,7 @@ class AlignFormerConfig:
     mask_dim: int = 256
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.1
+    dice_weight: float = 0.0  # ours; 0 = the release's BCE-only objective
     contrast_weight: float = 0.1
     contrast_instance_weight: float = 1.0
     contrast_temperature: float = 0.07
@@ -180,6 +181,8 @@ class AlignFormer(nn.Module):
         if target.shape != logits[:, -1].shape:
             raise ValueError(f"target {tuple(target.shape)}: expected (B, H, W), image {tuple(image.shape)}")
         out["loss_bce"] = cfg.bce_weight * bce_loss(list(logits.unbind(1)), target, cfg.bce_pos_weight)
+        if cfg.dice_weight > 0:
+            out["loss_dice"] = cfg.dice_weight * dice_loss(list(logits.unbind(1)), target)
         if cfg.contrast_weight > 0:
             parts = self.contrast(mask_features, states[-1], target)
             contrast = parts["contrast_pixel"] + cfg.contrast_instance_weight * parts["contrast_instance"]
@@ -270,7 +273,7 @@ def alignformer_lite(**overrides: Any) -> AlignFormer:
         "alignformer_lite", overrides, backbone="efficientnet_lite0", backbone_kwargs={"drop_path_rate": 0.1},
         pretrained_backbone=True, text_dir=None, input_size=256, pixel_dim=128, pixel_layers=3,
         pixel_ffn_dim=256, word_ffn_dim=256, query_dim=256, query_layers=3, query_ffn_dim=512, mask_dim=64,
-        lr=2e-4, text_lr_mult=0.1,  # ours: new layers learn fast on a CPU budget, pretrained MiniLM slowly
+        dice_weight=1.0, lr=2e-4, text_lr_mult=0.1,  # ours: new layers learn fast on a CPU budget, pretrained MiniLM slowly
     )
 
 
