@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import VOCAB
 
 from vlalign.models.alignformer import ALIGNFORMER_BUILDERS, build_alignformer
 from vlalign.models.alignformer.losses import bce_loss, contrast_regions, instance_contrastive_loss
@@ -21,8 +22,6 @@ from vlalign.models.alignformer.vlba import VLBA, TanhGate
 
 transformers = pytest.importorskip("transformers")
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "man", "on", "left", "in", "a", "red", "shirt",
-         "dog", "small", "white", "big", "circle"]
 SIZE = 64
 TINY_SWIN = {"backbone": "swin", "backbone_kwargs": {"embed_dim": 32, "depths": [1, 1, 1, 1],
                                                      "num_heads": [1, 2, 4, 8], "window_size": 4,
@@ -32,16 +31,6 @@ TINY_DECODER = {"input_size": SIZE, "pixel_dim": 32, "pixel_layers": 2, "pixel_h
                 "mask_dim": 16, "pretrained_backbone": False, "pretrained_text": False}
 # Lite keeps its real EfficientNet-Lite0 (random weights, 3.4M parameters: fast enough at 64x64).
 TINY = {"alignformer_swin_b": TINY_SWIN, "alignformer_swin_t": TINY_SWIN, "alignformer_lite": {}}
-
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    """A tiny random BERT folder (config.json + vocab.txt, no weights: built with pretrained_text=False)."""
-    path = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=64, max_position_embeddings=32).save_pretrained(path)
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    return str(path)
 
 
 def tiny(name, bert_dir, seed=0, **extra):

@@ -19,20 +19,9 @@ from vlalign.synth.refcoco import generate_refcoco
 
 transformers = pytest.importorskip("transformers")
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "red", "circle", "left", "of", "square", "big",
-         "small", "green", "star", "second", "from", "right"]
 TINY = {"input_size": 64, "pixel_dim": 32, "pixel_layers": 1, "pixel_heads": 4, "pixel_ffn_dim": 32,
         "word_ffn_dim": 32, "query_dim": 32, "query_layers": 1, "query_heads": 4, "query_ffn_dim": 32,
         "mask_dim": 16, "pretrained_backbone": False, "pretrained_text": False}
-
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=64, max_position_embeddings=32).save_pretrained(path)
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +95,12 @@ def test_predictor_on_a_real_photo(bert_dir):
     assert len(masks) == 2 and all(m.shape == (photo.height, photo.width) for m in masks)
     single = seg.predict("the man on the left")
     assert single.dtype == bool and single.shape == (512, 512)
-    # the other expressions of a batch (and their padding) do not leak into an expression's mask ...
+    # the other expressions of a batch (and their padding) do not leak into an expression's mask, and a batch
+    # of one matches: up to float rounding, which this tiny random model amplifies (1e-6 feature noise gives
+    # ~2e-4 on the probabilities; another sentence moves them by > 1e-2)
+    assert np.abs(masks[1] - masks[0]).max() > 1e-2
     other = seg.predict(["the man on the left", "the big green square from the right"], return_probs=True)
-    np.testing.assert_allclose(other[0], masks[0], atol=1e-5)
-    # ... and a batch of one matches up to kernel-level float differences
+    np.testing.assert_allclose(other[0], masks[0], atol=2e-3)
     np.testing.assert_allclose(seg.predict("the man on the left", return_probs=True), masks[0], atol=2e-3)
     with pytest.raises(ValueError):
         seg.predict("   ")

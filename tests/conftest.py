@@ -1,0 +1,20 @@
+"""Fixtures shared by the model tests."""
+
+from __future__ import annotations
+
+import pytest
+
+# Word pieces of every sentence the tests tokenize with the tiny BERT (others become [UNK]).
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "man", "on", "left", "in", "a", "red", "shirt",
+         "dog", "small", "white", "big", "circle", "of", "square", "green", "star", "second", "from", "right"]
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory):
+    """A tiny random BERT folder (config.json + vocab.txt, no weights: build with pretrained_text=False)."""
+    transformers = pytest.importorskip("transformers")
+    path = tmp_path_factory.mktemp("tiny_bert")
+    transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=32).save_pretrained(path)
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    return str(path)
