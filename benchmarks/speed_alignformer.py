@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(rows[-1])
         del model
     header = ("| model | input | params (M) | GFLOP/image | latency b=1 (s) | throughput (img/s) | "
-              "% of matmul peak (b=1) | train step (s) | peak RSS so far (GiB) |\n|---|---|---|---|---|---|---|---|---|")
+              "% of matmul peak (b=1) | train step (s) | peak RSS so far (GiB) |\n"
+              "|---|---|---|---|---|---|---|---|---|")
     lines = [header] + [
         f"| {n} | {s}x{s} | {p:.1f} | {g:.1f} | {o:.3f} | {t:.2f} (b={b}) | {100 * f:.0f}% | {st:.2f} (b={sb}) | "
         f"{r:.2f} |" for n, s, p, g, o, t, b, f, st, sb, r in rows]

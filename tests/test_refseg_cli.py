@@ -139,3 +139,18 @@ def test_demo_runs_end_to_end_small(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"val", "testA", "testB"}
     assert len(list((out / "overlays").glob("*.png"))) > 0
+
+
+def test_shuffled_expressions_keep_targets_and_permute_sentences(data_dir):
+    from vlalign.data.refer import ReferDataset
+    from vlalign.refseg import ShuffledText
+
+    base = ReferDataset(data_dir, "train", mode="train", seed=1)
+    shuffled = ShuffledText(base, seed=1)
+    for epoch in (0, 1):
+        shuffled.set_epoch(epoch)
+        texts = [base.text(i) for i in range(len(base))]
+        items = [shuffled[i] for i in range(len(base))]
+        assert all(torch.equal(item["mask"], base[i]["mask"]) for i, item in enumerate(items))
+        assert sorted(item["text"] for item in items) == sorted(texts)
+        assert sum(item["text"] != base[i]["text"] for i, item in enumerate(items)) > len(base) // 2

@@ -67,15 +67,22 @@ def evaluate_refseg(model: torch.nn.Module, dataset, *, resolution: str = "origi
 
 
 def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split_by: str = "unc", image_dir=None,
-                 eval_samples: int = 300, seed: int = 0) -> dict[str, Any]:
+                 eval_samples: int = 300, seed: int = 0, shuffle_text: bool = False) -> dict[str, Any]:
     """Train `model` on the `train` split, evaluating on (up to `eval_samples` sentences of) `val`.
 
     Writes the run into `config.out_dir`; returns the engine's summary. The final model folder
     (`save_pretrained`) is written by the caller, so that library users choose where it goes.
+    `shuffle_text=True` is the language ablation: every mask is paired with another ref's sentence.
+    A model with a `prepare(train_set)` method gets it called first, before the optimizer sees its parameters
+    (EFN builds its word vocabulary from the training expressions there).
     """
     size = model.config.input_size
     train_set = ReferDataset(data_dir, "train", split_by=split_by, image_dir=image_dir, mode="train",
                              transform=ResizeSquare(size), seed=seed)
+    if hasattr(model, "prepare"):
+        model.prepare(train_set)
+    if shuffle_text:
+        train_set = ShuffledText(train_set, seed)
     val_set = eval_dataset(data_dir, "val", size, split_by=split_by, image_dir=image_dir)
 
     def evaluate(m):
@@ -84,6 +91,24 @@ def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split
 
     return train(model, train_set, config, collate_fn=TrainCollate(model.tokenize), evaluate=evaluate,
                  param_groups=getattr(model, "param_groups", lambda: None)())
+
+
+class ShuffledText(torch.utils.data.Dataset):
+    """Language ablation: item i keeps its image and mask but takes the sentence of item perm[i], a fixed random
+    permutation, so the sentences' distribution is unchanged while their link to the target is broken."""
+
+    def __init__(self, dataset: ReferDataset, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.perm = np.random.default_rng((seed, 7919)).permutation(len(dataset))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.dataset[index], "text": self.dataset.text(int(self.perm[index]))}
 
 
 class TrainCollate:

@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="model config overrides, e.g. --set contrast_weight=0 text_dir=/models/bert-base-uncased")
     p.add_argument("--no-final-eval", action="store_true")
+    p.add_argument("--shuffle-expressions", action="store_true",
+                   help="language ablation: train each mask with another ref's sentence")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="mIoU / oIoU / Prec@X of a trained model folder")
@@ -89,7 +91,7 @@ def _train(args) -> int:
         eval_every=args.eval_every, save_every=args.save_every, num_workers=args.workers, device=args.device,
         seed=args.seed, resume=args.resume)
     summary = refseg.train_refseg(model, args.data, config, split_by=args.split_by, image_dir=args.image_dir,
-                                  seed=args.seed)
+                                  seed=args.seed, shuffle_text=args.shuffle_expressions)
     if int(os.environ.get("RANK", "0")) != 0:  # the engine has closed the process group: rank 0 finishes
         return 0
     model_dir = Path(args.out) / "model"

@@ -60,7 +60,50 @@ def _add_refcoco(datasets: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_refcoco)
 
 
-DATASETS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_refcoco,)
+# The re-id generators' defaults, repeated here so that building the parser imports no numpy; a test checks
+# that they match vlalign.synth.sysu / vlalign.synth.regdb.
+REID_DEFAULTS = {"sysu": {"num_ids": 300, "seed": 0}, "regdb": {"num_ids": 412, "seed": 0}}
+
+
+def _run_reid(args: argparse.Namespace) -> int:
+    if args.dataset == "sysu":
+        from vlalign.synth.sysu import generate_sysu as generate
+    else:
+        from vlalign.synth.regdb import generate_regdb as generate
+    return _report(generate(args.out, num_ids=args.num_ids, seed=args.seed))
+
+
+def _add_reid(datasets: argparse._SubParsersAction, name: str, summary: str, description: str) -> None:
+    p = datasets.add_parser(name, help=summary, description=description)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--num-ids", type=int, default=REID_DEFAULTS[name]["num_ids"], help="identities (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=REID_DEFAULTS[name]["seed"], help="(default: %(default)s)")
+    p.set_defaults(func=_run_reid)
+
+
+def _add_sysu(datasets: argparse._SubParsersAction) -> None:
+    _add_reid(
+        datasets,
+        "sysu",
+        summary="visible-infrared re-id in the SYSU-MM01 layout (cam1..6/<pid>/<img>.jpg, exp/*_id.txt)",
+        description="Synthetic people seen by four visible and two near-infrared cameras, with the split files "
+        "and an official-structure rand_perm_cam.mat (when SciPy is installed).",
+    )
+
+
+def _add_regdb(datasets: argparse._SubParsersAction) -> None:
+    _add_reid(
+        datasets,
+        "regdb",
+        summary="visible-thermal re-id in the RegDB layout (Visible/, Thermal/, idx/*_{1..10}.txt)",
+        description="Synthetic people seen by an aligned visible + far-infrared camera pair, 10 images each, "
+        "with the 10 trials' index files.",
+    )
+
+
+DATASETS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_refcoco, _add_sysu, _add_regdb)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -285,6 +285,11 @@ class ReferDataset(Dataset):
         n = len(self._refs[index]["sentences"])
         return index, int(np.random.default_rng((self.seed, self.epoch, index)).integers(n))
 
+    def text(self, index: int) -> str:
+        """The sentence of item `index` (this epoch's draw in train mode) without reading the image."""
+        ref_index, sent_index = self._locate(index)
+        return self._refs[ref_index]["sentences"][sent_index]["sent"]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         ref_index, sent_index = self._locate(index)
         ref = self._refs[ref_index]

@@ -32,8 +32,9 @@ TEXT_DIR = "text"
 def model_builders() -> dict[str, Callable[..., torch.nn.Module]]:
     """Every model name -> builder, one flat dict (imported here, not registered by side effects)."""
     from vlalign.models.alignformer import ALIGNFORMER_BUILDERS
+    from vlalign.models.efn import EFN_BUILDERS
 
-    return {**ALIGNFORMER_BUILDERS}
+    return {**ALIGNFORMER_BUILDERS, **EFN_BUILDERS}
 
 
 def build_model(name: str, /, **overrides) -> torch.nn.Module:

@@ -1,9 +1,9 @@
 """Image backbones in plain PyTorch with the official checkpoints' key names.
 
 Every backbone takes Bx3xHxW images in [0, 1] (normalised inside with its own `pixel_mean`/`pixel_std`
-buffers), exposes `out_channels` (4 ints) and `strides` (4, 8, 16, 32), and `forward(image, fuse=None)`
-returns the 4 feature maps BxCxHxW; `fuse(stage_index, feature) -> feature` runs after each stage and its
-output continues through the encoder (language fusion inside the visual encoder).
+buffers), exposes `out_channels` (4 ints) and `strides` ((4, 8, 16, 32); the ResNets keep res5 at 16), and
+`forward(image, fuse=None)` returns the 4 feature maps BxCxHxW; `fuse(stage_index, feature) -> feature` runs
+after each stage and its output continues through the encoder (language fusion inside the visual encoder).
 """
 
 from __future__ import annotations
@@ -13,6 +13,13 @@ from collections.abc import Callable
 from torch import nn
 
 from vlalign.models.backbones.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
+from vlalign.models.backbones.resnet import (
+    RESNET_BUILDERS,
+    ResNet,
+    load_torchvision_resnet,
+    resnet101,
+    wide_resnet101_2,
+)
 from vlalign.models.backbones.swin import (
     SWIN_BUILDERS,
     SwinTransformer,
@@ -23,12 +30,15 @@ from vlalign.models.backbones.swin import (
     swin_tiny,
 )
 
-__all__ = ["BACKBONE_BUILDERS", "SWIN_BUILDERS", "SwinTransformer", "EfficientNetLite0", "efficientnet_lite0",
-           "load_official_swin", "swin_tiny", "swin_small", "swin_base", "swin_large"]
+__all__ = ["BACKBONE_BUILDERS", "SWIN_BUILDERS", "RESNET_BUILDERS", "SwinTransformer", "EfficientNetLite0",
+           "ResNet", "efficientnet_lite0", "load_official_swin", "load_torchvision_resnet", "swin_tiny",
+           "swin_small", "swin_base", "swin_large", "resnet101", "wide_resnet101_2"]
 
 # Backbone name -> builder. Swin builders take (window_size, drop_path_rate, pretrained=path);
-# efficientnet_lite0 takes (pretrained=bool|path, drop_path_rate).
+# efficientnet_lite0 takes (pretrained=bool|path, drop_path_rate); resnet101 / wide_resnet101_2 take
+# (res5_dilation, pretrained=path) and output strides 4, 8, 16, 16 (res5 at stride 16, as in EFN).
 BACKBONE_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     **SWIN_BUILDERS,
+    **RESNET_BUILDERS,
     "efficientnet_lite0": efficientnet_lite0,
 }
