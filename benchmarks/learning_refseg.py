@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="runs/bench/data", help="generated here (default benchmark) if missing")
     p.add_argument("--out", default=None, help="default runs/bench/learning_<model>")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--iters", type=int, default=500)
+    p.add_argument("--iters", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--clip-grad", type=float, default=1.0)
     p.add_argument("--warmup", type=int, default=30)

@@ -73,7 +73,68 @@ def _add_refseg(benchmarks: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_refseg)
 
 
-BENCHMARKS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_refseg,)
+def _run_davis(args: argparse.Namespace) -> int:
+    from vlalign.metrics.vos_score import score_davis, write_davis_csvs
+
+    result, rows = score_davis(args.gt, args.pred, task=args.task)
+    csv_dir = args.csv_dir if args.csv_dir is not None else Path(args.json).parent
+    for path in write_davis_csvs(csv_dir, result, rows, subset=args.set):
+        print(f"wrote {path}")
+    return _report(f"davis ({args.task}): {args.pred}", result, args)
+
+
+def _add_davis(benchmarks: argparse._SubParsersAction) -> None:
+    p = benchmarks.add_parser(
+        "davis",
+        help="DAVIS-2017 / Ref-DAVIS17 folders: J&F, J and F mean / recall / decay (official protocol)",
+        description="Score <sequence>/<frame>.png label maps (palette index = object id, 0 background; 255 = void "
+        "in the ground truth) with the official davis2017-evaluation protocol. Ref-DAVIS17: score each annotator's "
+        "folder (unsupervised task) and average the four results.",
+    )
+    p.add_argument("--gt", required=True, help="ground-truth folder of <sequence>/<frame>.png (e.g. "
+                   "Annotations_unsupervised/480p)")  # fmt: skip
+    p.add_argument("--pred", required=True, help="prediction folder in the same layout")
+    p.add_argument(
+        "--task",
+        choices=("unsupervised", "semi-supervised"),
+        default="unsupervised",
+        help="unsupervised: Hungarian matching of predicted ids to objects (Ref-DAVIS17); "
+        "semi-supervised: ids must match, first and last frames not scored (default: unsupervised)",
+    )
+    p.add_argument("--csv-dir", default=None, help="where to write the official CSV tables (default: the folder "
+                   "of --json)")  # fmt: skip
+    p.add_argument("--set", default="val", help="subset name used in the CSV file names (default: val)")
+    _add_output_args(p)
+    p.set_defaults(func=_run_davis)
+
+
+def _run_ytvos(args: argparse.Namespace) -> int:
+    from vlalign.metrics.vos_score import score_ytvos, write_davis_csvs
+
+    result, rows = score_ytvos(args.gt, args.pred)
+    if args.csv_dir is not None:
+        for path in write_davis_csvs(args.csv_dir, result, rows, subset=args.set):
+            print(f"wrote {path}")
+    return _report(f"ytvos: {args.pred}", result, args)
+
+
+def _add_ytvos(benchmarks: argparse._SubParsersAction) -> None:
+    p = benchmarks.add_parser(
+        "ytvos",
+        help="Ref-YouTube-VOS submissions scored offline against ground truth: J&F per expression, averaged",
+        description="Score Annotations/<video>/<exp_id>/<frame>.png binary masks (nonzero = object) against "
+        "ground truth in the same layout: J and F per frame, DAVIS statistics per expression, mean over "
+        "expressions.",
+    )
+    p.add_argument("--gt", required=True, help="ground-truth folder (holding Annotations/ or being it)")
+    p.add_argument("--pred", required=True, help="submission folder (holding Annotations/ or being it)")
+    p.add_argument("--csv-dir", default=None, help="also write DAVIS-style CSV tables here (rows per expression)")
+    p.add_argument("--set", default="valid", help="subset name used in the CSV file names (default: valid)")
+    _add_output_args(p)
+    p.set_defaults(func=_run_ytvos)
+
+
+BENCHMARKS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_refseg, _add_davis, _add_ytvos)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -47,7 +47,7 @@ class ImageError(ValueError):
     """An image file exists but cannot be used (undecodable, truncated, too large or of unsupported mode)."""
 
 
-def _open_decoded(path: str | os.PathLike, max_pixels: int, what: str) -> Image.Image:
+def open_decoded(path: str | os.PathLike, max_pixels: int, what: str) -> Image.Image:
     """Open `path`, check its header size against `max_pixels` and force a full decode.
 
     Returns the loaded image in its file mode; the file handle is closed on return.
@@ -101,7 +101,7 @@ def load_image(
     Raises FileNotFoundError (missing file) or ImageError (undecodable, truncated, over `max_pixels`, bad
     mode), each naming `path`.
     """
-    image = _open_decoded(path, max_pixels, "image")
+    image = open_decoded(path, max_pixels, "image")
     if exif_transpose:
         image = ImageOps.exif_transpose(image)
     if image.mode == "RGB":
@@ -123,7 +123,7 @@ def load_mask_png(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXE
     Ref-YouTube-VOS), grey masks by their value, colour masks by any nonzero colour channel (alpha is
     ignored).
     """
-    image = _open_decoded(path, max_pixels, "mask")
+    image = open_decoded(path, max_pixels, "mask")
     if image.mode in ("PA", "LA", "La"):
         values = np.asarray(image)[..., 0]  # HxW palette index / grey value, alpha dropped
     elif image.mode in ("RGBA", "RGBa"):
