@@ -18,3 +18,14 @@ def bert_dir(tmp_path_factory):
                             intermediate_size=64, max_position_embeddings=32).save_pretrained(path)
     (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread (no fork/join per op) and leave the other cores alone."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -36,13 +36,7 @@ PER_BUILDER = {"efn_resnet101": TINY_RESNET, "efn_lite": {"backbone_kwargs": {"d
 LOSSES = {f"loss_{kind}{k}" for kind in ("mask", "body", "edge") for k in range(1, 5)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread (no fork/join per op) and leave the other cores alone."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(name="efn_lite", seed=0, **extra):

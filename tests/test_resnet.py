@@ -13,13 +13,7 @@ from vlalign.models.loading import CheckpointMismatch
 TINY = {"depths": (1, 2, 1, 2), "planes": (4, 8, 16, 32), "stem_channels": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread (no fork/join per op) and leave the other cores alone."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def torchvision_keys(depths, planes, width_per_group=64, stem=64, num_classes=1000) -> dict[str, tuple]:

@@ -54,6 +54,7 @@ from vlalign.models.alignformer.pixel_decoder import PixelDecoder
 from vlalign.models.alignformer.query_decoder import QueryDecoder
 from vlalign.models.alignformer.vlba import VLBA
 from vlalign.models.backbones import SWIN_BUILDERS, SwinTransformer, efficientnet_lite0
+from vlalign.models.segmenter import ReferringModel
 from vlalign.models.text import HFTextEncoder
 
 
@@ -103,7 +104,7 @@ class AlignFormerConfig:
             raise ValueError(f"decoder_features must be 'vlba' or 'backbone', got {self.decoder_features!r}")
 
 
-class AlignFormer(nn.Module):
+class AlignFormer(ReferringModel):
     """`forward(image, tokens, token_mask, target=None) -> dict` (ARCHITECTURE.md).
 
     image (B, 3, H, W) in [0, 1]; tokens (B, N) long; token_mask (B, N) bool; target (B, H, W) in {0, 1}.
@@ -122,25 +123,6 @@ class AlignFormer(nn.Module):
         self.pixel_decoder = pixel_decoder
         self.query_decoder = query_decoder
         self.contrast = contrast
-
-    @property
-    def pixel_mean(self) -> torch.Tensor:
-        """(1, 3, 1, 1) in [0, 1] scale; applied inside the backbone."""
-        return self.backbone.pixel_mean
-
-    @property
-    def pixel_std(self) -> torch.Tensor:
-        return self.backbone.pixel_std
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.text_encoder.tokenize(texts)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Groups for the engine's optimizer: the pretrained encoders at their multiples of lr, the rest at lr."""
-        return [{"params": list(self.text_encoder.parameters()), "lr_mult": self.config.text_lr_mult,
-                 "name": "text_encoder"},
-                {"params": list(self.backbone.parameters()), "lr_mult": self.config.backbone_lr_mult,
-                 "name": "backbone"}]
 
     def _stage_norm(self, i: int, x: torch.Tensor) -> torch.Tensor:
         # release: Swin's per-stage output norm is applied to the VLBA output that the decoder reads

@@ -58,6 +58,7 @@ from vlalign.models.efn.bem import BoundaryDecoder, resize
 from vlalign.models.efn.fusion import EncoderFusion
 from vlalign.models.efn.losses import efn_losses
 from vlalign.models.efn.text import GRUTextEncoder, HFSentenceEncoder, LanguageHeads, build_vocab
+from vlalign.models.segmenter import ReferringModel
 
 FUSED_STAGES = (1, 2, 3)  # backbone stage indices of res3, res4, res5
 
@@ -105,7 +106,7 @@ class EFNConfig:
                              f"embed_dim=50 (got {self.embed_dim}) or pretrained_text=False")
 
 
-class EFN(nn.Module):
+class EFN(ReferringModel):
     """`forward(image, tokens, token_mask, target=None) -> dict` (ARCHITECTURE.md).
 
     image (B, 3, H, W) in [0, 1]; tokens (B, L) long; token_mask (B, L) bool; target (B, H, W) in {0, 1}.
@@ -122,23 +123,6 @@ class EFN(nn.Module):
         self.language = language
         self.fusion = fusion
         self.decoder = decoder
-
-    @property
-    def pixel_mean(self) -> torch.Tensor:
-        """(1, 3, 1, 1) in [0, 1] scale; applied inside the backbone."""
-        return self.backbone.pixel_mean
-
-    @property
-    def pixel_std(self) -> torch.Tensor:
-        return self.backbone.pixel_std
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.text_encoder.tokenize(texts)
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Groups for the engine's optimizer: the text encoder at `text_lr_mult` x lr, the rest at lr."""
-        return [{"params": list(self.text_encoder.parameters()), "lr_mult": self.config.text_lr_mult,
-                 "name": "text_encoder"}]
 
     def prepare(self, train_set) -> None:
         """Data-dependent set-up before training, called by `vlalign.refseg.train_refseg`: a GRU without a
