@@ -68,9 +68,16 @@ def latency(model, batch: int, repeats: int) -> float:
 
 
 def flops(model) -> float:
+    # Parameters are frozen while counting: FlopCounterMode's module tracker cannot hook a parameter that is
+    # passed as a module input (the learned word positions) under no_grad / inference_mode.
     image, tokens, mask = inputs(model, 1)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    with FlopCounterMode(display=False) as counter:
         model(image, tokens, mask)
+    for p in params:
+        p.requires_grad_(True)
     return counter.get_total_flops()
 
 
