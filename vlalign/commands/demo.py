@@ -26,15 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args) -> int:
-    import torch
-
     from vlalign import refseg
+    from vlalign.commands.models import cpu_setup
     from vlalign.engine import TrainConfig
     from vlalign.models.pretrained import build_model, save_pretrained
     from vlalign.synth.refcoco import DEFAULT_NUM_IMAGES, generate_refcoco
 
     start = time.perf_counter()
-    torch.set_flush_denormal(True)  # before the first parallel op (shared/docs/performance.md)
+    cpu_setup()
     out = Path(args.out)
     data = out / "data"
     if not (data / "instances.json").is_file():

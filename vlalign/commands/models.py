@@ -76,7 +76,7 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def _cpu_setup() -> None:
+def cpu_setup() -> None:
     import torch
 
     # Padding masks make denormal floats that slow MKL down several-fold; the setting only reaches the worker
@@ -85,7 +85,7 @@ def _cpu_setup() -> None:
 
 
 def _train(args) -> int:
-    _cpu_setup()
+    cpu_setup()
     from vlalign import refseg
     from vlalign.engine import TrainConfig
     from vlalign.models.pretrained import build_model, save_pretrained
@@ -123,7 +123,7 @@ def _evaluate_splits(model, data, splits, split_by, image_dir, resolution, batch
 
 
 def _eval(args) -> int:
-    _cpu_setup()
+    cpu_setup()
     from vlalign import refseg
     from vlalign.models.pretrained import from_pretrained
 
@@ -137,7 +137,7 @@ def _eval(args) -> int:
 
 
 def _predict(args) -> int:
-    _cpu_setup()
+    cpu_setup()
     from vlalign.predictor import ReferringSegmenter, as_pil
     from vlalign.visualize import PALETTE, overlay_mask
 
