@@ -29,3 +29,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def toy_batch(model, texts=("the man on the left", "a big white dog"), size: int = 64):
+    """A fixed two-sentence batch at `size` x `size`: images, tokens, token mask and two box targets."""
+    import torch
+
+    tok = model.tokenize(list(texts))
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(len(texts), 3, size, size, generator=g)
+    target = torch.zeros(len(texts), size, size)
+    target[0, 8:44, 12:52] = 1
+    target[1, 24:60, 4:36] = 1
+    return image, tok["tokens"], tok["token_mask"], target

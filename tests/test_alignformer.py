@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import VOCAB
+from conftest import VOCAB, toy_batch
 
 from vlalign.models.alignformer import ALIGNFORMER_BUILDERS, build_alignformer
 from vlalign.models.alignformer.losses import bce_loss, contrast_regions, instance_contrastive_loss
@@ -38,21 +38,11 @@ def tiny(name, bert_dir, seed=0, **extra):
     return build_alignformer(name, text_dir=bert_dir, **TINY_DECODER, **TINY[name], **extra)
 
 
-def batch(model, texts=("the man on the left", "a big white dog")):
-    tok = model.tokenize(list(texts))
-    g = torch.Generator().manual_seed(1)
-    image = torch.rand(len(texts), 3, SIZE, SIZE, generator=g)
-    target = torch.zeros(len(texts), SIZE, SIZE)
-    target[0, 8:44, 12:52] = 1
-    target[1, 24:60, 4:36] = 1
-    return image, tok["tokens"], tok["token_mask"], target
-
-
 # ------------------------------------------------------------------------------------------------- builders
 @pytest.mark.parametrize("name", list(ALIGNFORMER_BUILDERS))
 def test_every_builder_runs_a_tiny_forward(name, bert_dir):
     model = tiny(name, bert_dir)
-    image, tokens, mask, target = batch(model)
+    image, tokens, mask, target = toy_batch(model)
     assert mask[1].sum() < mask.shape[1] or mask[0].sum() < mask.shape[1]  # the batch holds padding
     out = model(image, tokens, mask, target)
     assert out["logits"].shape == (2, SIZE, SIZE)
@@ -114,7 +104,7 @@ def test_every_parameter_gets_a_gradient_once_the_gates_open(name, bert_dir):
     One AdamW step moves the gates' zero-initialised last layers; from the second step on, every
     parameter receives a non-zero gradient from the BCE + contrastive losses."""
     model = tiny(name, bert_dir)
-    image, tokens, mask, target = batch(model)
+    image, tokens, mask, target = toy_batch(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     out = model(image, tokens, mask, target)
     (out["loss_bce"] + out["loss_contrast"]).backward()
@@ -317,7 +307,7 @@ def test_bce_sums_deep_supervision():
 # ------------------------------------------------------------------------------------------- serialisation
 def test_state_dict_round_trip_gives_identical_outputs(bert_dir):
     model = tiny("alignformer_swin_b", bert_dir, seed=0).eval()
-    image, tokens, mask, _ = batch(model)
+    image, tokens, mask, _ = toy_batch(model)
     with torch.no_grad():
         expected = model(image, tokens, mask)["logits"]
     clone = tiny("alignformer_swin_b", bert_dir, seed=1).eval()
@@ -333,7 +323,7 @@ def test_save_pretrained_folder_round_trip(bert_dir, tmp_path):
     from vlalign.models.pretrained import from_pretrained, save_pretrained
 
     model = tiny("alignformer_swin_b", bert_dir, seed=0).eval()
-    image, tokens, mask, _ = batch(model)
+    image, tokens, mask, _ = toy_batch(model)
     with torch.no_grad():
         expected = model(image, tokens, mask)["logits"]
     json.dumps(dataclasses.asdict(model.config))  # the config is what checkpoints store
@@ -348,7 +338,7 @@ def test_backbone_wiring_and_bf16_autocast_run(bert_dir):
     loss; bf16 autocast keeps the pixel decoder in float32 and gives logits close to float32's."""
     model = tiny("alignformer_swin_b", bert_dir, decoder_features="backbone", contrast_weight=0.0).eval()
     assert all(v.vis_gate is not None for v in model.vlba)
-    image, tokens, mask, target = batch(model)
+    image, tokens, mask, target = toy_batch(model)
     with torch.no_grad():
         out = model(image, tokens, mask, target)
         with torch.autocast("cpu", dtype=torch.bfloat16):

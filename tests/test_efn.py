@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import toy_batch
 from refer_fixtures import write_refer_dataset
 
 from vlalign import assets
@@ -44,23 +45,13 @@ def tiny(name="efn_lite", seed=0, **extra):
     return build_model(name, **{**TINY, "vocab": VOCAB, **PER_BUILDER[name], **extra})
 
 
-def batch(model, texts=("the man on the left", "a big white dog")):
-    tok = model.tokenize(list(texts))
-    g = torch.Generator().manual_seed(1)
-    image = torch.rand(len(texts), 3, SIZE, SIZE, generator=g)
-    target = torch.zeros(len(texts), SIZE, SIZE)
-    target[0, 8:44, 12:52] = 1
-    target[1, 24:60, 4:36] = 1
-    return image, tok["tokens"], tok["token_mask"], target
-
-
 def silent_parameters(model):
     return {n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0}
 
 
 def train_steps(model, steps=2):
     """Silent parameters after each of `steps` AdamW steps on the sum of the losses."""
-    image, tokens, mask, target = batch(model)
+    image, tokens, mask, target = toy_batch(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     silent = []
     for _ in range(steps):
@@ -78,7 +69,7 @@ def test_every_builder_trains_and_every_parameter_gets_a_gradient(name):
     """The BEM warps start as the identity with a zero last layer (release), so at the first step the layers
     that regress the warp see no gradient; after one step every parameter gets a non-zero gradient."""
     model = tiny(name)
-    image, tokens, mask, target = batch(model)
+    image, tokens, mask, target = toy_batch(model)
     assert not mask.all()  # the batch holds padding
     out, silent = train_steps(model)
     assert set(out) == {"logits"} | LOSSES and out["logits"].shape == (2, SIZE, SIZE)
@@ -103,7 +94,7 @@ def test_without_bem_only_mask_terms_and_no_silent_parameter():
 
 def test_loss_weights_and_paper_scale_shapes():
     model = tiny("efn_resnet101")
-    image, tokens, mask, target = batch(model)
+    image, tokens, mask, target = toy_batch(model)
     torch.manual_seed(0)
     base = model(image, tokens, mask, target)
     model.config.edge_weight = 3.0
@@ -131,7 +122,7 @@ def test_bert_family_text_encoder(bert_dir, tmp_path):
     folder = save_pretrained(model, tmp_path / "model")
     assert (folder / "text" / "tokenizer_config.json").is_file()
     model.eval()
-    image, tokens, mask, _ = batch(model)
+    image, tokens, mask, _ = toy_batch(model)
     with torch.no_grad():
         torch.testing.assert_close(from_pretrained(folder)(image, tokens, mask)["logits"],
                                    model(image, tokens, mask)["logits"])
@@ -254,7 +245,7 @@ def test_model_folder_round_trip_keeps_the_vocabulary(tmp_path):
     loaded = from_pretrained(folder)
     # from_pretrained points text_dir at the folder's text/ (where HF tokenizers live); the rest is equal
     assert dataclasses.replace(loaded.config, text_dir=None) == model.config
-    image, tokens, mask, _ = batch(model)
+    image, tokens, mask, _ = toy_batch(model)
     with torch.no_grad():
         torch.testing.assert_close(loaded(image, tokens, mask)["logits"], model(image, tokens, mask)["logits"])
     assert loaded.tokenize(["the big dog"])["tokens"].tolist() == [[2, 7, 9]]

@@ -39,7 +39,6 @@ project, where both are silent or where we depart on purpose):
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,12 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlalign import assets
 from vlalign.models.alignformer.losses import InstanceContrastiveLoss, bce_loss, dice_loss
 from vlalign.models.alignformer.pixel_decoder import PixelDecoder
 from vlalign.models.alignformer.query_decoder import QueryDecoder
 from vlalign.models.alignformer.vlba import VLBA
-from vlalign.models.backbones import SWIN_BUILDERS, SwinTransformer, efficientnet_lite0
+from vlalign.models.backbones import SWIN_BUILDERS, SwinTransformer, efficientnet_lite0_for_model
 from vlalign.models.segmenter import ReferringModel
 from vlalign.models.text import HFTextEncoder
 
@@ -204,13 +202,7 @@ class AlignFormer(ReferringModel):
 def _build_backbone(config: AlignFormerConfig) -> nn.Module:
     name, kwargs, pretrained = config.backbone, dict(config.backbone_kwargs), config.pretrained_backbone
     if name == "efficientnet_lite0":
-        if pretrained is True:
-            try:
-                assets.efficientnet_lite0_weights()
-            except assets.AssetMissing as e:
-                warnings.warn(f"EfficientNet-Lite0 starts from random weights: {e}", stacklevel=3)
-                pretrained = False
-        return efficientnet_lite0(pretrained=pretrained, **kwargs)
+        return efficientnet_lite0_for_model(pretrained, **kwargs)
     if name == "swin" or name in SWIN_BUILDERS:
         if pretrained is True:
             raise ValueError("no offline Swin weights exist: pass pretrained_backbone=<path of an official "

@@ -12,7 +12,11 @@ from collections.abc import Callable
 
 from torch import nn
 
-from vlalign.models.backbones.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
+from vlalign.models.backbones.efficientnet_lite import (
+    EfficientNetLite0,
+    efficientnet_lite0,
+    efficientnet_lite0_for_model,
+)
 from vlalign.models.backbones.resnet import (
     RESNET_BUILDERS,
     ResNet,
@@ -31,7 +35,8 @@ from vlalign.models.backbones.swin import (
 )
 
 __all__ = ["BACKBONE_BUILDERS", "SWIN_BUILDERS", "RESNET_BUILDERS", "SwinTransformer", "EfficientNetLite0",
-           "ResNet", "efficientnet_lite0", "load_official_swin", "load_torchvision_resnet", "swin_tiny",
+           "ResNet", "efficientnet_lite0", "efficientnet_lite0_for_model", "load_official_swin",
+           "load_torchvision_resnet", "swin_tiny",
            "swin_small", "swin_base", "swin_large", "resnet101", "wide_resnet101_2"]
 
 # Backbone name -> builder. Swin builders take (window_size, drop_path_rate, pretrained=path);

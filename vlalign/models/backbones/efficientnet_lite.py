@@ -13,6 +13,7 @@ Order of the file: blocks, models, loading, builders.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,6 +167,18 @@ def efficientnet_lite0(
     if pretrained:
         load_efficientnet_lite0(model, None if pretrained is True else pretrained)
     return model
+
+
+def efficientnet_lite0_for_model(pretrained: bool | str | Path = False, **kwargs) -> EfficientNetLite0:
+    """`efficientnet_lite0` for the segmentation builders: with `pretrained=True` and the asset absent, a warning
+    and random weights instead of an error, so that tests and `from_pretrained` need no asset (a path must exist)."""
+    if pretrained is True:
+        try:
+            assets.efficientnet_lite0_weights()
+        except assets.AssetMissing as e:
+            warnings.warn(f"EfficientNet-Lite0 starts from random weights: {e}", stacklevel=3)
+            pretrained = False
+    return efficientnet_lite0(pretrained=pretrained, **kwargs)
 
 
 def efficientnet_lite0_classifier(pretrained: bool | str | Path = False) -> EfficientNetLite0Classifier:

@@ -43,7 +43,6 @@ project, where both are silent or where we depart on purpose):
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlalign import assets
-from vlalign.models.backbones import RESNET_BUILDERS, ResNet, efficientnet_lite0
+from vlalign.models.backbones import RESNET_BUILDERS, ResNet, efficientnet_lite0_for_model
 from vlalign.models.efn.bem import BoundaryDecoder, resize
 from vlalign.models.efn.fusion import EncoderFusion
 from vlalign.models.efn.losses import efn_losses
@@ -203,13 +201,7 @@ def _build_text_encoder(config: EFNConfig) -> nn.Module:
 def _build_backbone(config: EFNConfig) -> nn.Module:
     name, kwargs, pretrained = config.backbone, dict(config.backbone_kwargs), config.pretrained_backbone
     if name == "efficientnet_lite0":
-        if pretrained is True:
-            try:
-                assets.efficientnet_lite0_weights()
-            except assets.AssetMissing as e:
-                warnings.warn(f"EfficientNet-Lite0 starts from random weights: {e}", stacklevel=3)
-                pretrained = False
-        return efficientnet_lite0(pretrained=pretrained, **kwargs)
+        return efficientnet_lite0_for_model(pretrained, **kwargs)
     if name in RESNET_BUILDERS:
         return RESNET_BUILDERS[name](pretrained=pretrained or None, **kwargs)
     if name == "resnet":  # a custom size (tests, experiments): ResNet's own arguments
