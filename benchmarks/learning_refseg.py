@@ -5,7 +5,8 @@ same recipe, then reads every run's `results.json` (val / testA / testB at the o
 wall-clock time of its training (`train.seconds`, evaluation during training included) into one table:
 
     full          the model's recipe
-    no-contrast   the same without the cross-modal instance contrastive loss (`contrast_weight=0`)
+    no-contrast   AlignFormer without the cross-modal instance contrastive loss (`contrast_weight=0`)
+    no-bem        EFN without the boundary enhancement module (`bem=false`: mask terms only)
     shuffled      language ablation: every mask trained with another ref's sentence (`--shuffle-expressions`)
 
     .venv/bin/python benchmarks/learning_refseg.py --model alignformer_lite --write
@@ -34,6 +35,7 @@ VARIANTS = {
     "full": ([], []),
     "no-contrast": ([], ["contrast_weight=0"]),
     "shuffled": (["--shuffle-expressions"], []),
+    "no-bem": ([], ["bem=false"]),  # EFN: the decoder without the boundary enhancement module
 }
 
 
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="alignformer_lite")
     p.add_argument("--data", default="runs/bench/data", help="generated here (default benchmark) if missing")
     p.add_argument("--out", default=None, help="default runs/bench/learning_<model>")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
+                   help="default: full, shuffled and the model's own ablation (no-contrast / no-bem)")
     p.add_argument("--iters", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--clip-grad", type=float, default=1.0)
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help=f"write {RESULTS}/learning_<model>.md")
     args = p.parse_args(argv)
     args.out = args.out or f"runs/bench/learning_{args.model}"
+    if args.variants is None:
+        args.variants = ["full", "shuffled", "no-bem" if args.model.startswith("efn") else "no-contrast"]
 
     data = Path(args.data)
     if not (data / "instances.json").is_file():
