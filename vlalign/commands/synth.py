@@ -103,7 +103,47 @@ def _add_regdb(datasets: argparse._SubParsersAction) -> None:
     )
 
 
-DATASETS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_refcoco, _add_sysu, _add_regdb)
+# The video generator's defaults, repeated here (no numpy import while building the parser); a test checks that
+# they match vlalign.synth.ytvos.
+YTVOS_DEFAULTS = {"num_videos": 350, "seed": 0, "width": 160, "height": 120, "min_frames": 12, "max_frames": 20}
+
+
+def _run_ytvos(args: argparse.Namespace) -> int:
+    from vlalign.synth.ytvos import generate_ytvos
+
+    summary = generate_ytvos(args.out, num_videos=args.num_videos, seed=args.seed, width=args.width,
+                             height=args.height, frames=(args.min_frames, args.max_frames))  # fmt: skip
+    return _report(summary)
+
+
+def _add_ytvos(datasets: argparse._SubParsersAction) -> None:
+    p = datasets.add_parser(
+        "ytvos",
+        help="referring video segmentation in the Ref-YouTube-VOS layout (meta_expressions/, JPEGImages/, "
+        "Annotations/)",
+        description="Moving shapes (left, right, up, down, still, rotating, growing, shrinking) with expressions "
+        "that each select one object in every frame; most can only be resolved from motion (objects of identical "
+        "appearance that differ only in how they move). Splits train / valid / test (test videos listed in "
+        "meta_expressions/test, without ground truth); valid has Annotations, and its ground truth in the "
+        "submission layout under valid_gt/ for `vlalign score ytvos`. Per-expression metadata: synth_info.json.",
+    )
+    d = YTVOS_DEFAULTS
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--num-videos", type=int, default=d["num_videos"],
+                   help="videos over all splits, ~83%% train, 14%% valid, 3%% test (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="(default: %(default)s)")
+    p.add_argument("--width", type=int, default=d["width"], help="frame width, px (default: %(default)s)")
+    p.add_argument("--height", type=int, default=d["height"], help="frame height, px (default: %(default)s)")
+    p.add_argument("--min-frames", type=int, default=d["min_frames"], help="frames per video, at least "
+                   "(default: %(default)s)")
+    p.add_argument("--max-frames", type=int, default=d["max_frames"], help="frames per video, at most "
+                   "(default: %(default)s)")  # fmt: skip
+    p.set_defaults(func=_run_ytvos)
+
+
+DATASETS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_refcoco, _add_sysu, _add_regdb, _add_ytvos,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -3,7 +3,10 @@
 - `vlalign.synth.refcoco.generate_refcoco(out_dir, num_images, seed)`: the synthetic referring benchmark in
   the refer layout (RefCOCO unc splits), read unchanged by `vlalign.data.refer.ReferDataset`;
 - `vlalign.synth.scenes`: scene sampling and rendering (shapes, colours, sizes, textured backgrounds);
-- `vlalign.synth.expressions`: referring expressions as programs, the uniqueness check, their wording.
+- `vlalign.synth.expressions`: referring expressions as programs, the uniqueness check, their wording;
+- `vlalign.synth.ytvos.generate_ytvos(out, num_videos, seed)`: moving shapes in the Ref-YouTube-VOS layout,
+  most expressions resolvable only from motion (`vlalign.synth.motion`: motions and rendering);
+- `vlalign.synth.sysu` / `regdb`: visible-infrared re-identification sets in the SYSU-MM01 / RegDB layouts.
 
 The defaults of the default benchmark live here, without heavy imports, so that the CLI can show them.
 """
