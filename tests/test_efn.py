@@ -72,7 +72,8 @@ def test_every_builder_trains_and_every_parameter_gets_a_gradient(name):
     image, tokens, mask, target = toy_batch(model)
     assert not mask.all()  # the batch holds padding
     out, silent = train_steps(model)
-    assert set(out) == {"logits"} | LOSSES and out["logits"].shape == (2, SIZE, SIZE)
+    dice = {"loss_dice"} if model.config.dice_weight else set()  # efn_lite adds Dice (ours)
+    assert set(out) == {"logits"} | LOSSES | dice and out["logits"].shape == (2, SIZE, SIZE)
     assert all(torch.isfinite(v).all() for v in out.values())
     assert silent[0] and all(".bem.down." in n or ".bem.flow." in n or ".bem.theta.0." in n for n in silent[0])
     assert not silent[1], silent[1]
@@ -280,3 +281,16 @@ def test_train_eval_predict_efn_lite_through_the_cli(tmp_path):
     assert main(["predict", "--weights", str(run / "model"), str(image), "the red box", "--out",
                  str(tmp_path / "mask.png")]) == 0
     assert (tmp_path / "mask_overlay.png").is_file()
+
+
+def test_dice_term_is_off_by_default_and_scores_a_perfect_mask_near_zero():
+    from vlalign.models.efn.losses import efn_losses
+
+    target = torch.zeros(1, 8, 8)
+    target[0, 2:5, 2:6] = 1
+    perfect = [{"mask": (target * 2 - 1) * 30}]  # sigmoid ~ the target exactly
+    wrong = [{"mask": -(target * 2 - 1) * 30}]
+    assert "loss_dice" not in efn_losses(perfect, target)
+    assert efn_losses(perfect, target, dice_weight=2.0)["loss_dice"].item() < 1e-6
+    # the complement predicted: |P.G| = 0, |P| = 64 - 12 = 52, |G| = 12; 1 - eps / (52 + 12 + eps) with eps = 1
+    assert efn_losses(wrong, target, dice_weight=2.0)["loss_dice"].item() == pytest.approx(2 * (1 - 1 / 65), abs=1e-5)

@@ -36,8 +36,8 @@ project, where both are silent or where we depart on purpose):
   * text_encoder="hf": a BERT-family encoder (words = token features, sentence = their masked mean).
   * switches for ablations: `bem=False` (no BEM: mask terms only), `fusion_l2=False` (plain residual).
   * recipe: the shared engine trains with AdamW, so `lr` is an AdamW rate (1e-4 at paper scale, untuned).
-  * `efn_lite`: EfficientNet-Lite0 (real ImageNet weights) + GloVe Bi-GRU at 256x256 with narrow fusion and
-    decoder widths, sized for CPU training.
+  * `efn_lite`: EfficientNet-Lite0 (real ImageNet weights) + GloVe Bi-GRU at 160x160 with narrow fusion and
+    decoder widths and BCE + Dice (`dice_weight=1`, losses.py), sized for CPU training.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class EFNConfig:
     mask_weight: float = 1.0
     body_weight: float = 1.0
     edge_weight: float = 1.0
+    dice_weight: float = 0.0  # ours (losses.py): soft Dice over the 4 mask outputs
     # training recipe: the CLI and demo read these defaults (AdamW rates; the release used SGD 1e-3)
     lr: float = 1e-4
     text_lr_mult: float = 1.0
@@ -160,7 +161,8 @@ class EFN(ReferringModel):
         cfg = self.config
         upsampled = [{kind: resize(v, size)[:, 0] for kind, v in level.items()} for level in levels]
         out.update(efn_losses(upsampled, target, mask_weight=cfg.mask_weight, body_weight=cfg.body_weight,
-                              edge_weight=cfg.edge_weight, radius=cfg.edge_radius))
+                              edge_weight=cfg.edge_weight, radius=cfg.edge_radius,
+                              dice_weight=cfg.dice_weight))
         return out
 
     @classmethod
@@ -234,12 +236,12 @@ def efn_wrn101(**overrides: Any) -> EFN:
 
 
 def efn_lite(**overrides: Any) -> EFN:
-    """EfficientNet-Lite0 (real ImageNet weights) + Bi-GRU over GloVe 50-d words, 256x256, narrow fusion and
-    decoder: sized to train on a 2-core CPU."""
+    """EfficientNet-Lite0 (real ImageNet weights) + Bi-GRU over GloVe 50-d words, 160x160, narrow fusion and
+    decoder, BCE + Dice: sized to train on a 2-core CPU (benchmarks/results/learning_efn_lite.md)."""
     return _efn(
         "efn_lite", overrides, backbone="efficientnet_lite0", backbone_kwargs={"drop_path_rate": 0.1},
         pretrained_backbone=True, pretrained_text=True, embed_dim=50, word_dim=128, gru_dim=128,
-        fusion_dim=64, coattn_dim=32, decoder_dims=[96, 64, 32, 16], input_size=256, lr=3e-4,
+        fusion_dim=64, coattn_dim=32, decoder_dims=[96, 64, 32, 16], input_size=160, lr=3e-4, dice_weight=1.0,
     )
 
 
