@@ -190,12 +190,19 @@ def make_video(seed: int, index: int, width: int = DEFAULT_WIDTH, height: int = 
     num_frames = int(rng.integers(frames[0], frames[1] + 1))
     for _ in range(100):  # two objects at least (every expression has a distractor), a twin pair among them
         tracks = sample_tracks(rng, num_frames, height, width, int(rng.integers(*OBJECTS_PER_VIDEO, endpoint=True)))
-        if len(tracks) >= 2 and any(twins(tracks, i) for i in range(len(tracks))):
+        if len(tracks) < 2 or not any(twins(tracks, i) for i in range(len(tracks))):
+            continue
+        pixels, labels = render_video(rng, tracks, height, width)
+        expressions = _video_expressions(rng, tracks, frame_scenes(tracks, height, width))
+        if expressions:  # rarely none is unique (readers reject a video without expressions): draw again
             break
     else:
         raise ValueError(f"no room for moving objects in {width}x{height} frames over {num_frames} frames")
-    pixels, labels = render_video(rng, tracks, height, width)
-    scenes = frame_scenes(tracks, height, width)
+    return tracks, pixels, labels, expressions
+
+
+def _video_expressions(rng: np.random.Generator, tracks: list[Track], scenes) -> list[VideoExpression]:
+    """The expressions of one video, at least half of them motion-only (possibly none at all)."""
     expressions: list[VideoExpression] = []
     for target in range(len(tracks)):
         group = "twin" if twins(tracks, target) else "other"
@@ -209,8 +216,7 @@ def make_video(seed: int, index: int, width: int = DEFAULT_WIDTH, height: int = 
     others = [k for k, m in enumerate(only) if not m]
     excess = max(0, len(others) - sum(only))
     drop = set(rng.choice(others, size=excess, replace=False).tolist()) if excess else set()
-    expressions = [e for k, e in enumerate(expressions) if k not in drop]
-    return tracks, pixels, labels, expressions
+    return [e for k, e in enumerate(expressions) if k not in drop]
 
 
 # ---------------------------------------------------------------------------------------------------------
