@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # area modules under vlalign.commands; imported lazily so `vlalign --help` stays fast.
-COMMAND_MODULES = ("synth", "score", "models", "demo")
+COMMAND_MODULES = ("synth", "score", "models", "demo", "reid", "rvos", "serve", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
         # Library errors carry the file, field and expectation; print them without a traceback.
         if getattr(args, "debug", False):
             raise

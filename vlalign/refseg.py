@@ -89,8 +89,32 @@ def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split
         metrics = evaluate_refseg(m, val_set, max_samples=eval_samples)
         return {f"val_{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
 
-    return train(model, train_set, config, collate_fn=TrainCollate(model.tokenize), evaluate=evaluate,
-                 param_groups=getattr(model, "param_groups", lambda: None)())
+    summary = train(model, train_set, config, collate_fn=TrainCollate(model.tokenize), evaluate=evaluate,
+                    param_groups=getattr(model, "param_groups", lambda: None)())
+    # What the model card says (save_pretrained reads it; vlalign/hub.py): the data, the protocol and the
+    # last validation numbers of training; full evaluations are added with hub.update_model_card.
+    model.card_info = card_info(data_dir, split_by, len(train_set), summary, config, shuffle_text, eval_samples)
+    return summary
+
+
+def card_info(data_dir, split_by: str, num_train: int, summary: dict[str, Any], config: TrainConfig,
+              shuffle_text: bool, eval_samples: int) -> dict[str, Any]:
+    """Model-card entries of a referring segmentation training run (data, protocol, training, metrics)."""
+    splits = ", ".join(EVAL_SPLITS.get(split_by, ("val",)))
+    val = {k.removeprefix("val_"): v for k, v in (summary.get("eval") or {}).items() if k.startswith("val_")}
+    return {
+        "dataset": Path(data_dir).name,
+        "data": f"Refer-format data `{Path(data_dir).name}` (split_by `{split_by}`), trained on the `train` split "
+                f"({num_train} referred objects, one sentence drawn per object and epoch)"
+                + (" with the language ablation (each mask paired with another object's sentence)" if shuffle_text
+                   else "") + ".",
+        "protocol": f"mIoU, oIoU and Prec@0.5-0.9 over every sentence of the evaluation splits ({splits}), "
+                    "predictions mapped back to each image's original resolution (EFN/CRIS protocol; "
+                    "`vlalign eval --resolution input` gives the LAVT protocol at the input size).",
+        "training": {"iterations": summary.get("iteration"), "batch size": config.batch_size, "lr": config.lr,
+                     "schedule": config.schedule, "seed": config.seed},
+        **({"metrics": {f"val (first {eval_samples} sentences, end of training)": val}} if val else {}),
+    }
 
 
 class ShuffledText(torch.utils.data.Dataset):

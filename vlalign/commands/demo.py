@@ -29,6 +29,7 @@ def run_demo(args) -> int:
     from vlalign import refseg
     from vlalign.commands.models import cpu_setup
     from vlalign.engine import TrainConfig
+    from vlalign.hub import update_model_card
     from vlalign.models.pretrained import build_model, save_pretrained
     from vlalign.synth.refcoco import DEFAULT_NUM_IMAGES, generate_refcoco
 
@@ -57,6 +58,7 @@ def run_demo(args) -> int:
     results = {split: refseg.evaluate_refseg(model, refseg.eval_dataset(data, split, model.config.input_size))
                for split in refseg.EVAL_SPLITS["unc"]}
     refseg.write_json(out / "results.json", results)
+    update_model_card(model_dir, metrics=results)
     print(refseg.metric_table(results))
 
     print("[4/4] writing overlays (prediction | ground truth)")

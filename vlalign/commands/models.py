@@ -88,6 +88,7 @@ def _train(args) -> int:
     cpu_setup()
     from vlalign import refseg
     from vlalign.engine import TrainConfig
+    from vlalign.hub import update_model_card
     from vlalign.models.pretrained import build_model, save_pretrained
 
     model = build_model(args.model, **_overrides(args.set))
@@ -109,6 +110,7 @@ def _train(args) -> int:
     if not args.no_final_eval:
         results = _evaluate_splits(model, args.data, None, args.split_by, args.image_dir, "original", 16)
         refseg.write_json(Path(args.out) / "results.json", {"results": results, "train": summary})
+        update_model_card(model_dir, metrics=results)
         print(refseg.metric_table(results))
     return 0
 

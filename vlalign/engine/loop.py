@@ -59,7 +59,8 @@ class Position:
 
 def train(model: nn.Module, train_set: Dataset, config: TrainConfig, collate_fn: Callable | None = None,
           evaluate: Callable[[nn.Module], dict] | None = None,
-          param_groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          param_groups: list[dict[str, Any]] | None = None,
+          sampler_factory: Callable[..., ResumableBatchSampler] | None = None) -> dict[str, Any]:
     """Train `model` on `train_set`; returns a summary (iteration, epoch, losses, eval, checkpoint, seconds).
 
     Args:
@@ -70,19 +71,23 @@ def train(model: nn.Module, train_set: Dataset, config: TrainConfig, collate_fn:
         evaluate: `evaluate(model) -> {metric: value}`, called on every rank with the unwrapped model in eval
             mode under no_grad, every `eval_every` iterations and at the end; rank 0 logs the metrics.
         param_groups: optional groups with an `lr_mult` (see `build_param_groups`).
+        sampler_factory: builds the batch sampler from ResumableBatchSampler's arguments (dataset,
+            batch_per_process, world_size, rank, grad_accum, seed, drop_last); default ResumableBatchSampler.
+            A subclass that overrides `epoch_order` (e.g. identity-balanced PK batches) stays resumable.
     """
     info = dist.setup(config.device)
     try:
-        return _train(model, train_set, config, collate_fn, evaluate, param_groups, info)
+        return _train(model, train_set, config, collate_fn, evaluate, param_groups, info,
+                      sampler_factory or ResumableBatchSampler)
     finally:
         dist.cleanup(info)
 
 
-def _train(model, train_set, config, collate_fn, evaluate, param_groups, info) -> dict[str, Any]:
+def _train(model, train_set, config, collate_fn, evaluate, param_groups, info, sampler_factory) -> dict[str, Any]:
     start_time = time.perf_counter()
     _seed_everything(config.seed + info.rank)  # different per rank: dropout/augmentation differ across ranks
-    sampler = ResumableBatchSampler(train_set, config.per_process_batch(info.world_size), info.world_size,
-                                    info.rank, config.grad_accum, config.seed, config.drop_last)
+    sampler = sampler_factory(train_set, config.per_process_batch(info.world_size), info.world_size,
+                              info.rank, config.grad_accum, config.seed, config.drop_last)
     total = config.max_iters or config.epochs * sampler.iters_per_epoch
     model.to(info.device).train()
     optimizer = build_optimizer(model, config, param_groups)

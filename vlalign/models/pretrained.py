@@ -33,8 +33,10 @@ def model_builders() -> dict[str, Callable[..., torch.nn.Module]]:
     """Every model name -> builder, one flat dict (imported here, not registered by side effects)."""
     from vlalign.models.alignformer import ALIGNFORMER_BUILDERS
     from vlalign.models.efn import EFN_BUILDERS
+    from vlalign.models.reid import REID_BUILDERS
+    from vlalign.models.rvos import RVOS_BUILDERS
 
-    return {**ALIGNFORMER_BUILDERS, **EFN_BUILDERS}
+    return {**ALIGNFORMER_BUILDERS, **EFN_BUILDERS, **RVOS_BUILDERS, **REID_BUILDERS}
 
 
 def build_model(name: str, /, **overrides) -> torch.nn.Module:
@@ -44,16 +46,28 @@ def build_model(name: str, /, **overrides) -> torch.nn.Module:
     return builders[name](**overrides)
 
 
-def save_pretrained(model: torch.nn.Module, path: str | os.PathLike) -> Path:
-    """Write the model folder atomically (a temporary folder renamed into place)."""
+def save_pretrained(model: torch.nn.Module, path: str | os.PathLike, card: dict | None = None) -> Path:
+    """Write the model folder atomically (a temporary folder renamed into place), with its model card.
+
+    `card`: what the card says beyond the config (data, protocol, metrics, training, dataset, license); by
+    default the model's `card_info` attribute, which `vlalign.refseg.train_refseg` sets (vlalign/hub.py).
+    """
+    from vlalign.hub import render_model_card
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
     try:
         config = dataclasses.asdict(model.config)
-        meta = {"architecture": model.config.name, "vlalign_version": vlalign.__version__, "config": config}
-        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-        model.text_encoder.save_config(tmp / TEXT_DIR)
+        card = {"parameters": sum(p.numel() for p in model.parameters()),
+                **(getattr(model, "card_info", None) or {}), **(card or {})}
+        meta = {"architecture": model.config.name, "vlalign_version": vlalign.__version__, "config": config,
+                "card": card}
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
+        (tmp / "README.md").write_text(render_model_card(meta))
+        save_text = getattr(getattr(model, "text_encoder", None), "save_config", None)
+        if save_text is not None:  # a transformers text tower: its config and tokenizer (CLIP towers have none)
+            save_text(tmp / TEXT_DIR)
         save_model(model, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         if path.exists():
             old = path.with_name(f".{path.name}.old{os.getpid()}")
@@ -83,12 +97,11 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild and load a model folder written by `save_pretrained`."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{path}: no such model folder. A Hub name (user/name) must be downloaded first, e.g. "
-            f"`hf download {path} --local-dir DIR`: vlalign never downloads at run time")
+    """Rebuild and load a model folder written by `save_pretrained`, or a Hub id `user/name[@revision]`
+    (downloaded with huggingface_hub, or read from its cache under HF_HUB_OFFLINE=1: vlalign/hub.py)."""
+    from vlalign.hub import resolve_model_dir
+
+    path = resolve_model_dir(path)
     meta = read_config(path)
     config = dict(meta["config"])
     name = meta["architecture"]

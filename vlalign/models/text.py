@@ -132,3 +132,37 @@ class HFTextEncoder(nn.Module):
         """tokens (B, L) long, token_mask (B, L) bool (True = real token) -> (B, L, dim) last hidden state."""
         # token_type_ids left to the model's default (all zeros: one sentence per row)
         return self.model(input_ids=tokens, attention_mask=token_mask.long()).last_hidden_state
+
+    # Per-layer access, for models that interleave the text layers with vision (the two-stream video model):
+    # `hidden, mask = embed(tokens, token_mask)`, then `run_layers(hidden, mask, start, stop)` stage by stage;
+    # running every layer gives `forward`'s output. BERT-family encoders only (`embeddings`, `encoder.layer`).
+    @property
+    def num_layers(self) -> int:
+        return len(self._layers())
+
+    def _layers(self) -> nn.ModuleList:
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if not isinstance(layers, nn.ModuleList) or not hasattr(self.model, "embeddings"):
+            raise TypeError(f"{type(self.model).__name__} exposes no `embeddings` + `encoder.layer`: per-layer "
+                            f"access needs a BERT-family encoder")
+        return layers
+
+    def embed(self, tokens: Tensor, token_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """tokens (B, L), token_mask (B, L) bool -> (hidden (B, L, dim) after the embeddings, the attention
+        mask in the form the layers take; None when nothing is padded)."""
+        self._layers()
+        hidden = self.model.embeddings(input_ids=tokens)
+        try:  # transformers >= 5
+            from transformers.masking_utils import create_bidirectional_mask
+        except ImportError:  # transformers 4.x: the additive (B, 1, 1, L) mask
+            return hidden, self.model.get_extended_attention_mask(token_mask.long(), tokens.shape)
+        mask = create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
+                                         attention_mask=token_mask.long())
+        return hidden, mask
+
+    def run_layers(self, hidden: Tensor, layer_mask: Tensor | None, start: int, stop: int) -> Tensor:
+        """Layers [start, stop) on hidden (B, L, dim) -> (B, L, dim); `layer_mask` from `embed`."""
+        for layer in self._layers()[start:stop]:
+            out = layer(hidden, layer_mask)
+            hidden = out[0] if isinstance(out, tuple) else out  # transformers 4.x layers return tuples
+        return hidden

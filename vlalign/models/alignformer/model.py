@@ -51,7 +51,7 @@ from vlalign.models.alignformer.losses import InstanceContrastiveLoss, bce_loss,
 from vlalign.models.alignformer.pixel_decoder import PixelDecoder
 from vlalign.models.alignformer.query_decoder import QueryDecoder
 from vlalign.models.alignformer.vlba import VLBA
-from vlalign.models.backbones import SWIN_BUILDERS, SwinTransformer, efficientnet_lite0_for_model
+from vlalign.models.backbones import build_backbone
 from vlalign.models.segmenter import ReferringModel
 from vlalign.models.text import HFTextEncoder
 
@@ -175,7 +175,7 @@ class AlignFormer(ReferringModel):
     @classmethod
     def from_config(cls, config: AlignFormerConfig) -> AlignFormer:
         """Build every part from the config (loading the pretrained weights it names)."""
-        backbone = _build_backbone(config)
+        backbone = build_backbone(config.backbone, config.backbone_kwargs, config.pretrained_backbone)
         text = HFTextEncoder.from_dir(config.text_dir, pretrained=config.pretrained_text,
                                       max_tokens=config.max_tokens)
         channels, d = tuple(backbone.out_channels), text.dim
@@ -197,23 +197,6 @@ class AlignFormer(ReferringModel):
         contrast = InstanceContrastiveLoss(config.query_dim, config.mask_dim, config.contrast_temperature,
                                            config.contrast_erode, config.contrast_dilate)
         return cls(config, backbone, text, vlba, pixel_decoder, query_decoder, contrast)
-
-
-def _build_backbone(config: AlignFormerConfig) -> nn.Module:
-    name, kwargs, pretrained = config.backbone, dict(config.backbone_kwargs), config.pretrained_backbone
-    if name == "efficientnet_lite0":
-        return efficientnet_lite0_for_model(pretrained, **kwargs)
-    if name == "swin" or name in SWIN_BUILDERS:
-        if pretrained is True:
-            raise ValueError("no offline Swin weights exist: pass pretrained_backbone=<path of an official "
-                             "checkpoint, e.g. swin_base_patch4_window12_384_22k.pth> or False")
-        if name == "swin":  # a custom size (tests, experiments): SwinTransformer's own arguments
-            if pretrained:
-                raise ValueError("pretrained weights need a named Swin variant, not backbone='swin'")
-            return SwinTransformer(**kwargs)
-        return SWIN_BUILDERS[name](pretrained=pretrained or None, **kwargs)
-    raise ValueError(f"unknown backbone {name!r}: use one of {sorted(SWIN_BUILDERS)}, 'swin' or "
-                     f"'efficientnet_lite0'")
 
 
 def _alignformer(name: str, overrides: dict[str, Any], **variant: Any) -> AlignFormer:

@@ -34,7 +34,8 @@ from vlalign.models.backbones.swin import (
     swin_tiny,
 )
 
-__all__ = ["BACKBONE_BUILDERS", "SWIN_BUILDERS", "RESNET_BUILDERS", "SwinTransformer", "EfficientNetLite0",
+__all__ = ["BACKBONE_BUILDERS", "build_backbone", "SWIN_BUILDERS", "RESNET_BUILDERS", "SwinTransformer",
+           "EfficientNetLite0",
            "ResNet", "efficientnet_lite0", "efficientnet_lite0_for_model", "load_official_swin",
            "load_torchvision_resnet", "swin_tiny",
            "swin_small", "swin_base", "swin_large", "resnet101", "wide_resnet101_2"]
@@ -47,3 +48,27 @@ BACKBONE_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     **RESNET_BUILDERS,
     "efficientnet_lite0": efficientnet_lite0,
 }
+
+
+def build_backbone(name: str, kwargs: dict | None = None, pretrained: bool | str | None = None) -> nn.Module:
+    """The backbone a model config names (every segmenter's `backbone`, `backbone_kwargs`, `pretrained_backbone`).
+
+    name: a key of BACKBONE_BUILDERS, or "swin" / "resnet" for a custom size (tests, experiments: the class's own
+    arguments in `kwargs`, random weights). pretrained: False/None = random; a path = that official checkpoint,
+    loaded strictly; True = the offline weights, which exist for efficientnet_lite0 only.
+    """
+    kwargs = dict(kwargs or {})
+    if name == "efficientnet_lite0":
+        return efficientnet_lite0_for_model(pretrained, **kwargs)
+    custom = {"swin": SwinTransformer, "resnet": ResNet}
+    if name in custom:
+        if pretrained:
+            raise ValueError(f"pretrained weights need a named variant ({sorted(BACKBONE_BUILDERS)}), not "
+                             f"backbone={name!r}")
+        return custom[name](**kwargs)
+    if name not in BACKBONE_BUILDERS:
+        raise ValueError(f"unknown backbone {name!r}: use one of {sorted(BACKBONE_BUILDERS)}, 'swin' or 'resnet'")
+    if pretrained is True:
+        raise ValueError(f"no offline {name} weights exist: pass pretrained_backbone=<path of the official "
+                         f"checkpoint, e.g. swin_base_patch4_window12_384_22k.pth / resnet101-63fe2227.pth> or False")
+    return BACKBONE_BUILDERS[name](pretrained=pretrained or None, **kwargs)

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlalign.models.backbones import RESNET_BUILDERS, ResNet, efficientnet_lite0_for_model
+from vlalign.models.backbones import build_backbone
 from vlalign.models.efn.bem import BoundaryDecoder, resize
 from vlalign.models.efn.fusion import EncoderFusion
 from vlalign.models.efn.losses import efn_losses
@@ -168,7 +168,7 @@ class EFN(ReferringModel):
     @classmethod
     def from_config(cls, config: EFNConfig) -> EFN:
         """Build every part from the config (loading the pretrained weights it names)."""
-        backbone = _build_backbone(config)
+        backbone = build_backbone(config.backbone, config.backbone_kwargs, config.pretrained_backbone)
         text = _build_text_encoder(config)
         language = LanguageHeads(text.word_dim, text.sentence_dim, config.fusion_dim, len(FUSED_STAGES))
         channels = tuple(backbone.out_channels)
@@ -198,20 +198,6 @@ def _build_text_encoder(config: EFNConfig) -> nn.Module:
         config.vocab = words if len(words) > 2 else None  # [PAD, UNK] alone: a folder saved before prepare
     return GRUTextEncoder(config.vocab, config.embed_dim, config.word_dim, config.gru_dim, config.max_tokens,
                           glove=config.pretrained_text)
-
-
-def _build_backbone(config: EFNConfig) -> nn.Module:
-    name, kwargs, pretrained = config.backbone, dict(config.backbone_kwargs), config.pretrained_backbone
-    if name == "efficientnet_lite0":
-        return efficientnet_lite0_for_model(pretrained, **kwargs)
-    if name in RESNET_BUILDERS:
-        return RESNET_BUILDERS[name](pretrained=pretrained or None, **kwargs)
-    if name == "resnet":  # a custom size (tests, experiments): ResNet's own arguments
-        if pretrained:
-            raise ValueError("pretrained weights need a named ResNet (resnet101, wide_resnet101_2)")
-        return ResNet(**kwargs)
-    raise ValueError(f"unknown backbone {name!r}: use one of {sorted(RESNET_BUILDERS)}, 'efficientnet_lite0' "
-                     f"or 'resnet'")
 
 
 def _efn(name: str, overrides: dict[str, Any], **variant: Any) -> EFN:

@@ -1,0 +1,328 @@
+"""CLIP4VI-ReID (arXiv 2511.10309): visible-infrared re-identification with text as the bridge, in three stages.
+
+    stage 1 TSG  visible image features (frozen towers) <-> per-identity prompts: learn the prompts
+    stage 2 IFE  shared image encoder on both modalities, against the frozen text semantics of every identity
+    stage 3 HSA  prompts + high-level image layers refined together on both modalities
+    test         image encoder only: cat(feat, proj), L2-normalised, cosine distance
+
+Where each choice comes from (paper = the abstract; CLIP-ReID = Syliz517/CLIP-ReID, the base the paper builds
+on; ours = this project, where both are silent):
+- paper: TSG generates text semantics from *visible* images only; IFE rectifies infrared embeddings with them
+  and trains the *shared* image encoder; HSA refines the alignment so that the text keeps identity only;
+  three stages; learnable prompts; test with the image encoder only.
+- CLIP-ReID: the prompt "A photo of a X X X X person." with 4 learnable tokens per identity (prompts.py);
+  stage-1 losses i2t + t2i supervised contrastive with both towers frozen, on image features extracted once
+  without augmentation (the task does that, `reid.py`); stage-2 text features of every identity computed once
+  and frozen; losses ID (label-smoothed CE, eps 0.1, on the two BNNeck heads, bias-free classifiers, BN bias
+  frozen) + batch-hard triplet (margin 0.3, on `feat` and `proj`) + i2t label-smoothed CE against the text
+  table; ViT weights ID 0.25, triplet 1, i2t 1; test feature cat(feat, proj) before the BNNecks.
+- ours:
+  * IFE: on top of CLIP-ReID's stage 2 over both modalities, an infrared alignment term
+    `ife_weight * mean(1 - cos(proj_ir, text[pid]))` pulls infrared embeddings onto their identity's
+    (visible-born) text; the optional training-only rectification head of systems.md is not built.
+  * HSA: the prompts (and the lite text projection) and the last `hsa_layers` image blocks + projection +
+    heads train; losses ID + triplet + `hsa_weight` x (i2t + t2i supervised contrastive between both
+    modalities' `proj` and the live text of the batch's identities) + i2t CE against the stage-start text
+    table whose batch rows are replaced by their live features (so the CE reaches the prompts without
+    re-encoding every identity each step).
+  * alignment logits: `align_scale * cos` when `align_normalize` (lite: the new projections have no natural
+    scale), else CLIP-ReID's raw dot products (`align_scale` 1; vitb16).
+  * the CLIP-ReID block-11 triplet term is left out; frozen BatchNorms and frozen towers stay in eval mode
+    (running statistics and dropout of what does not train do not move).
+  * lite: EfficientNet-Lite0 + MiniLM (offline assets), learned projections to a 256-d joint space,
+    128x64 input (the synthetic crops' size), K = 4 (2 visible + 2 infrared) x P = 8 per batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlalign.models.reid.losses import smooth_ce, supcon_loss, triplet_hard_loss
+from vlalign.models.reid.prompts import PromptLearner
+
+__all__ = ["CLIP4VIReID", "CLIP4VIReIDConfig", "STAGES"]
+
+STAGES = {1: "tsg", 2: "ife", 3: "hsa"}
+
+
+@dataclass
+class CLIP4VIReIDConfig:
+    """Everything needed to rebuild a CLIP4VI-ReID model, plus its training recipe (read by `vlalign.reid`)."""
+
+    name: str = "clip4vireid_vitb16"
+    num_ids: int = 395  # SYSU-MM01 train + val identities
+    image_tower: str = "clip"  # "clip" (ViT of a CLIP checkpoint) or "efficientnet_lite0"
+    clip_path: str | None = None  # OpenAI / open_clip / HF CLIP checkpoint (vitb16)
+    clip_config: dict[str, Any] | None = None  # the CLIP architecture, filled at build: rebuilds without weights
+    pretrained_backbone: bool | str = True  # lite: True = the offline Lite0 asset; clip: load clip_path
+    text_dir: str | None = None  # lite: transformers folder (None = the MiniLM asset)
+    pretrained_text: bool = True
+    drop_path_rate: float = 0.1
+    image_size: tuple[int, int] = (288, 144)  # (H, W)
+    embed_dim: int = 256  # lite joint space (CLIP brings its own)
+    prompt_prefix: str = "A photo of a"
+    prompt_suffix: str = "person."
+    n_ctx: int = 4
+    # losses
+    id_weight: float = 0.25
+    triplet_weight: float = 1.0
+    i2t_weight: float = 1.0
+    ife_weight: float = 1.0
+    hsa_weight: float = 1.0
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.3
+    align_normalize: bool = False
+    align_scale: float = 1.0
+    hsa_layers: int = 2
+    # recipe, per stage (TSG, IFE, HSA)
+    stage_iters: tuple[int, int, int] = (1000, 3000, 1000)
+    stage_lr: tuple[float, float, float] = (3.5e-4, 5e-6, 5e-6)
+    stage_batch_size: tuple[int, int, int] = (64, 64, 64)
+    num_instances: int = 8  # K images per identity in a PK batch, half visible, half infrared
+    weight_decay: float = 1e-4
+    warmup_iters: int = 10
+
+    def __post_init__(self):
+        for name in ("image_size", "stage_iters", "stage_lr", "stage_batch_size"):
+            setattr(self, name, tuple(getattr(self, name)))  # JSON gives lists
+        if self.image_tower not in ("clip", "efficientnet_lite0"):
+            raise ValueError(f"image_tower must be 'clip' or 'efficientnet_lite0', got {self.image_tower!r}")
+        for name in ("stage_iters", "stage_lr", "stage_batch_size"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"{name} needs 3 values (TSG, IFE, HSA), got {getattr(self, name)}")
+        if self.num_instances < 2 or self.num_instances % 2:
+            raise ValueError(f"num_instances must be even (half visible, half infrared), got {self.num_instances}")
+
+
+class CLIP4VIReID(nn.Module):
+    """`forward(image=None, pid=None, modality=None, image_feature=None) -> dict`.
+
+    image (B, 3, H, W) in [0, 1]; pid (B,) long identity labels 0..num_ids-1; modality (B,) long, 0 visible,
+    1 infrared; image_feature (B, D) precomputed `proj` features (stage 1 only, instead of images).
+    Without `pid`: {"features": (B, C + D) L2-normalised test features}. With it: the current stage's
+    weighted `loss_*` entries (select the stage with `set_stage`).
+    """
+
+    def __init__(self, config: CLIP4VIReIDConfig, image_encoder: nn.Module, text_encoder: nn.Module):
+        super().__init__()
+        self.config = config
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        with torch.no_grad():
+            ids, start = text_encoder.template(config.prompt_prefix, config.n_ctx, config.prompt_suffix)
+            template = text_encoder.embed_ids(ids)
+        self.prompt = PromptLearner(template, start, config.n_ctx, config.num_ids)
+        c, d = image_encoder.feat_dim, image_encoder.proj_dim
+        if text_encoder.dim != d:
+            raise ValueError(f"text features are {text_encoder.dim}-d but image projections {d}-d")
+        self.bottleneck, self.classifier = _bnneck(c, config.num_ids)
+        self.bottleneck_proj, self.classifier_proj = _bnneck(d, config.num_ids)
+        # (num_ids, D) text semantics of every identity, from `refresh_text_table` (stages 2 and 3)
+        self.register_buffer("text_table", torch.zeros(config.num_ids, d), persistent=False)
+        self.stage = 0
+        self.set_stage(1)
+
+    # ---- stages ---------------------------------------------------------------------------------------------
+    def stage_parameters(self, stage: int) -> list[nn.Parameter]:
+        """What `stage` trains (everything else is frozen)."""
+        heads = [*self.bottleneck.parameters(), *self.classifier.parameters(), *self.bottleneck_proj.parameters(),
+                 *self.classifier_proj.parameters()]
+        text = [self.prompt.ctx, *self.text_encoder.head_parameters()]
+        if stage == 1:
+            params = text
+        elif stage == 2:
+            params = [*self.image_encoder.parameters(), *heads]
+        elif stage == 3:
+            params = [*text, *self.image_encoder.high_level_parameters(self.config.hsa_layers), *heads]
+        else:
+            raise ValueError(f"stage must be 1 (TSG), 2 (IFE) or 3 (HSA), got {stage}")
+        frozen = {id(self.bottleneck.bias), id(self.bottleneck_proj.bias)}  # BNNeck: BN bias never trains
+        return [p for p in params if id(p) not in frozen]
+
+    def set_stage(self, stage: int) -> None:
+        """Freeze all but the stage's parameters; stages 2 and 3 first compute the identities' text table."""
+        trainable = {id(p) for p in self.stage_parameters(stage)}
+        for p in self.parameters():
+            p.requires_grad_(id(p) in trainable)
+        self.stage = stage
+        if stage in (2, 3):
+            self.refresh_text_table()
+        self.train(self.training)  # re-apply the eval mode of what is frozen
+
+    def train(self, mode: bool = True) -> CLIP4VIReID:
+        super().train(mode)
+        if mode:  # a module whose parameters are all frozen keeps its running statistics and drops no units
+            for m in self.modules():
+                params = list(m.parameters())
+                if params and not any(p.requires_grad for p in params):
+                    m.eval()
+        return self
+
+    @torch.no_grad()
+    def refresh_text_table(self, chunk: int = 64) -> Tensor:
+        """Text features of every identity (num_ids, D), computed with the frozen towers in eval mode."""
+        was = self.text_encoder.training
+        self.text_encoder.eval()
+        ids = torch.arange(self.config.num_ids, device=self.prompt.ctx.device)
+        table = torch.cat([self.text_features(ids[i:i + chunk]) for i in range(0, len(ids), chunk)])
+        self.text_encoder.train(was)
+        self.text_table = table.to(self.text_table.dtype)
+        return table
+
+    # ---- features -------------------------------------------------------------------------------------------
+    def text_features(self, pids: Tensor) -> Tensor:
+        """pids (N,) -> (N, D) text features of those identities' prompts."""
+        return self.text_encoder(self.prompt(pids))
+
+    def extract(self, image: Tensor) -> Tensor:
+        """image (B, 3, H, W) in [0, 1] -> (B, C + D) L2-normalised test features (cosine distance)."""
+        feat, proj = self.image_encoder(image)
+        return F.normalize(torch.cat([feat, proj], dim=1), dim=1)
+
+    def _logits(self, image: Tensor, text: Tensor) -> Tensor:
+        if self.config.align_normalize:
+            image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        return self.config.align_scale * image @ text.t()
+
+    # ---- forward --------------------------------------------------------------------------------------------
+    def forward(self, image: Tensor | None = None, pid: Tensor | None = None, modality: Tensor | None = None,
+                image_feature: Tensor | None = None) -> dict[str, Tensor]:
+        if pid is None:
+            if image is None:
+                raise ValueError("forward needs an image (test features) or pid with images/features (training)")
+            return {"features": self.extract(image)}
+        if int(pid.min()) < 0 or int(pid.max()) >= self.config.num_ids:
+            raise ValueError(f"pid labels must be in 0..{self.config.num_ids - 1}, got {pid.min()}..{pid.max()}")
+        if self.stage == 1:
+            return self._tsg(image, image_feature, pid)
+        if image is None or modality is None:
+            raise ValueError(f"stage {self.stage} ({STAGES[self.stage]}) needs image and modality")
+        return self._shared(image, pid, modality)
+
+    def _contrast(self, image: Tensor, text: Tensor, pid: Tensor) -> tuple[Tensor, Tensor]:
+        """(i2t, t2i) supervised contrastive losses between (B, D) image and (B, D) text features."""
+        if self.config.align_normalize:
+            image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        s = self.config.align_scale
+        return supcon_loss(image, text, pid, pid, s), supcon_loss(text, image, pid, pid, s)
+
+    def _batch_text(self, pid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Live text of the batch's identities: (unique ids, their features (U, D), per-sample (B, D))."""
+        unique, inverse = torch.unique(pid, return_inverse=True)
+        text = self.text_features(unique)
+        return unique, text, text[inverse]
+
+    def _tsg(self, image: Tensor | None, image_feature: Tensor | None, pid: Tensor) -> dict[str, Tensor]:
+        if image_feature is None:
+            if image is None:
+                raise ValueError("stage 1 (TSG) needs image_feature or image")
+            with torch.no_grad():  # frozen image tower
+                image_feature = self.image_encoder(image)[1]
+        _, _, text = self._batch_text(pid)
+        i2t, t2i = self._contrast(image_feature.float(), text, pid)
+        return {"loss_i2t_con": i2t, "loss_t2i_con": t2i}
+
+    def _shared(self, image: Tensor, pid: Tensor, modality: Tensor) -> dict[str, Tensor]:
+        cfg = self.config
+        feat, proj = self.image_encoder(image)
+        logits = (self.classifier(self.bottleneck(feat)), self.classifier_proj(self.bottleneck_proj(proj)))
+        out = {"loss_id": cfg.id_weight * sum(smooth_ce(lg, pid, cfg.label_smoothing) for lg in logits),
+               "loss_triplet": cfg.triplet_weight * (triplet_hard_loss(feat, pid, cfg.triplet_margin)
+                                                     + triplet_hard_loss(proj, pid, cfg.triplet_margin))}
+        table = self.text_table
+        if self.stage == 2:
+            ir = modality == 1
+            cos = F.cosine_similarity(proj[ir], table[pid[ir]], dim=-1)
+            # always present (0 without infrared) so that every step logs the same losses
+            out["loss_ife"] = cfg.ife_weight * ((1 - cos).mean() if ir.any() else proj.sum() * 0)
+        else:
+            unique, text_u, text = self._batch_text(pid)
+            out["loss_hsa"] = cfg.hsa_weight * sum(self._contrast(proj, text, pid))
+            table = table.index_put((unique,), text_u)  # out of place: gradients reach the batch's prompts
+        out["loss_i2t"] = cfg.i2t_weight * smooth_ce(self._logits(proj, table), pid, cfg.label_smoothing)
+        return out
+
+
+def _bnneck(dim: int, num_ids: int) -> tuple[nn.BatchNorm1d, nn.Linear]:
+    """BNNeck (Luo et al.): BN with a frozen zero bias, then a bias-free classifier (normal std 0.001)."""
+    bn = nn.BatchNorm1d(dim)
+    nn.init.ones_(bn.weight)
+    nn.init.zeros_(bn.bias)
+    classifier = nn.Linear(dim, num_ids, bias=False)
+    nn.init.normal_(classifier.weight, std=0.001)
+    return bn, classifier
+
+
+# ---- builders -------------------------------------------------------------------------------------------------
+def _build_towers(config: CLIP4VIReIDConfig) -> tuple[nn.Module, nn.Module]:
+    from vlalign.models.reid.image import ClipImageTower, LiteImageTower
+    from vlalign.models.reid.prompts import ClipPromptTower, HFPromptTower
+
+    if config.image_tower == "efficientnet_lite0":
+        from vlalign.models.backbones import efficientnet_lite0_for_model
+        from vlalign.models.text import HFTextEncoder
+
+        backbone = efficientnet_lite0_for_model(config.pretrained_backbone, drop_path_rate=config.drop_path_rate)
+        text = HFTextEncoder.from_dir(config.text_dir, pretrained=config.pretrained_text)
+        return LiteImageTower(backbone, config.embed_dim), HFPromptTower(text, config.embed_dim)
+
+    from vlalign.models.clip.model import CLIP, CLIP_MEAN, CLIP_STD, ClipConfig
+    from vlalign.models.clip.tokenizer import ClipTokenizer
+
+    if config.pretrained_backbone and config.clip_path:
+        from vlalign.models.clip.convert import load_clip
+
+        clip = load_clip(config.clip_path, image_size=tuple(config.image_size))
+        config.clip_config = dataclasses.asdict(clip.config)
+    elif config.clip_config is not None:  # a model folder being rebuilt (weights follow), or a random test CLIP
+        clip = CLIP(ClipConfig(**{**config.clip_config, "image_size": tuple(config.image_size)}))
+        config.clip_config = dataclasses.asdict(clip.config)
+    else:
+        raise ValueError(f"{config.name} needs clip_path=<local CLIP checkpoint, e.g. ViT-B-16.pt> (no CLIP weights "
+                         "can be downloaded here)")
+    visual = clip.visual
+    clip.visual = None  # the image tower lives in the image encoder, once
+    return ClipImageTower(visual, CLIP_MEAN, CLIP_STD), ClipPromptTower(clip, ClipTokenizer(),
+                                                                         clip.config.context_length)
+
+
+def _clip4vireid(name: str, overrides: dict[str, Any], **variant: Any) -> CLIP4VIReID:
+    """The one private builder: defaults < the variant's numbers < the caller's overrides."""
+    if overrides.get("name", name) != name:
+        raise ValueError(f"builder {name!r} cannot build a model named {overrides['name']!r}")
+    fields = {f.name for f in dataclasses.fields(CLIP4VIReIDConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise TypeError(f"unknown CLIP4VI-ReID option(s) {sorted(unknown)}; known: {sorted(fields)}")
+    config = CLIP4VIReIDConfig(**{**variant, **overrides, "name": name})
+    image_encoder, text_encoder = _build_towers(config)
+    return CLIP4VIReID(config, image_encoder, text_encoder)
+
+
+def clip4vireid_vitb16(**overrides: Any) -> CLIP4VIReID:
+    """Paper scale: CLIP ViT-B/16 from `clip_path` (positional embeddings resized to 288x144), CLIP-ReID's ViT
+    recipe (Adam 3.5e-4 for the prompts, 5e-6 for the encoder, ID weight 0.25, batch 64 = 8 ids x 8)."""
+    return _clip4vireid("clip4vireid_vitb16", overrides)
+
+
+def clip4vireid_lite(**overrides: Any) -> CLIP4VIReID:
+    """EfficientNet-Lite0 + all-MiniLM-L6-v2 (offline assets, real weights), 128x64, a 256-d joint space with
+    learned projections; sized for CPU training (recipe: ours, see benchmarks/learning_reid.py)."""
+    return _clip4vireid(
+        "clip4vireid_lite", overrides, image_tower="efficientnet_lite0", image_size=(128, 64), embed_dim=256,
+        id_weight=1.0, align_normalize=True, align_scale=20.0, hsa_layers=5, stage_iters=(300, 1500, 500),
+        stage_lr=(1e-3, 3.5e-4, 1e-4), stage_batch_size=(64, 32, 32), num_instances=4, warmup_iters=50,
+    )
+
+
+REID_BUILDERS: dict[str, Callable[..., CLIP4VIReID]] = {
+    "clip4vireid_vitb16": clip4vireid_vitb16,
+    "clip4vireid_lite": clip4vireid_lite,
+}

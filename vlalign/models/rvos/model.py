@@ -1,0 +1,212 @@
+"""Two-stream referring video segmentation: "Deeply Interleaved Two-Stream Encoder for Referring Video
+Segmentation" (Feng, Zhang, Hu, Lu; arXiv 2203.15969; leaderboards call it VLIDE).
+
+    frames (B, T, 3, H, W) -> folded to (B*T, 3, H, W) -> CNN visual stream, stage by stage
+    tokens -> text embeddings -> text stage i (a group of transformer layers) -> words
+    after visual stage i: VLMG i (pixels <- words through the backbone's fuse hook; words <- clip pixels,
+                          handed to text stage i + 1)
+    coarse stages -> LMDF (language-guided spatio-temporal dynamic filters, several dilations)
+    all stages -> FPN decoder (stride 4, sentence FiLM) -> logits, upsampled to (B, T, H, W)
+
+Where each choice comes from. paper = the arXiv abstract (the full text and code are not public, see
+shared/reference/rvos.md); everything else is **ours**:
+- paper: a CNN visual stream and a transformer linguistic stream, both hierarchical; VLMG inserted several
+  times for progressive fusion with multi-granularity linguistic context; LMDF generating position-specific
+  dynamic filters from language-guided spatio-temporal features to update the current frame's feature.
+- ours:
+  * streams: ResNet-101 (torchvision keys) + BERT-base from a local folder at paper scale (`twostream_r101`),
+    EfficientNet-Lite0 + all-MiniLM-L6-v2 (real offline weights) for CPU training (`twostream_lite`).
+  * linguistic stages: the text layers split evenly over the 4 visual stages, the remainder to the last
+    stages (vlmg.text_stage_layers): BERT-base 3-3-3-3, MiniLM 1-1-2-2.
+  * VLMG = the project's bidirectional attention (alignformer.vlba.VLBA, gated residuals, one head) over the
+    clip: the T frames share one set of words (vlmg.py).
+  * LMDF on stages 3 and 4 (`lmdf_stages`), 3-D conv context, 3x3 kernels at dilations 1, 2, 3, softmax over
+    the taps, kernels shared within channel groups (lmdf.py). `lmdf=False` uses plain laterals: with
+    `num_frames=1` that is the single-frame control.
+  * sentence = masked mean of the final (vision-guided) words; it conditions LMDF and the decoder (FiLM).
+  * loss: BCE + soft Dice (alignformer.losses) over the frames marked `valid` (annotated), equal weights.
+  * the clip is the unit: every frame of a clip is predicted from the whole clip; inference on long videos
+    runs a sliding window (vlalign.video_predictor).
+  * several expressions of one video run as one batch over the same decoded, resized frames. The visual
+    stream is *not* shared between them: language enters after the first visual stage, so every stage's
+    output depends on the sentence, and the backbone contract runs all stages in one call.
+  * recipe: AdamW; paper scale 320x320, T = 5, lr 1e-4 with both pretrained streams at 0.1x (untuned);
+    lite 128x128, T = 3 (sized for 2 CPU cores), lr 6e-4, backbone 0.25x, MiniLM 0.05x (alignformer_lite's
+    multiples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlalign.models.alignformer.losses import bce_loss, dice_loss
+from vlalign.models.backbones import build_backbone
+from vlalign.models.rvos.decoder import FPNDecoder, Lateral
+from vlalign.models.rvos.lmdf import LMDF
+from vlalign.models.rvos.vlmg import VLMG, text_stage_layers
+from vlalign.models.segmenter import ReferringModel
+from vlalign.models.text import HFTextEncoder
+
+__all__ = ["RVOSConfig", "TwoStreamRVOS", "RVOS_BUILDERS", "twostream_r101", "twostream_lite"]
+
+
+@dataclass
+class RVOSConfig:
+    """Everything needed to rebuild a two-stream model; defaults are the paper scale (`twostream_r101`)."""
+
+    name: str = "twostream_r101"
+    # "resnet101" | "wide_resnet101_2" | "efficientnet_lite0" | "resnet" (ResNet(**backbone_kwargs): tests)
+    backbone: str = "resnet101"
+    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {"res5_dilation": 2})
+    pretrained_backbone: bool | str = False  # ResNets: path of a torchvision checkpoint; Lite0: True = asset
+    text_dir: str | None = None  # transformers folder; None = the MiniLM asset
+    pretrained_text: bool = True
+    max_tokens: int = 20
+    input_size: int = 320
+    num_frames: int = 5  # frames per training clip (and the inference window)
+    text_stage_layers: list[int] | None = None  # text layers per visual stage; None = even split (vlmg.py)
+    vlmg_heads: int = 1
+    vlmg_gate_zero_init: str = "output"
+    lmdf: bool = True
+    lmdf_stages: list[int] = field(default_factory=lambda: [2, 3])
+    lmdf_kernel: int = 3
+    lmdf_dilations: list[int] = field(default_factory=lambda: [1, 2, 3])
+    lmdf_groups: int = 8
+    decoder_dim: int = 256
+    bce_weight: float = 1.0
+    bce_pos_weight: float = 1.0
+    dice_weight: float = 1.0
+    # training recipe: the CLI reads these defaults
+    lr: float = 1e-4
+    text_lr_mult: float = 0.1
+    backbone_lr_mult: float = 0.1
+
+    def __post_init__(self):
+        if self.num_frames < 1 or self.input_size < 1:
+            raise ValueError(f"num_frames and input_size must be >= 1, got {self.num_frames}, {self.input_size}")
+        if any(s not in range(4) for s in self.lmdf_stages):
+            raise ValueError(f"lmdf_stages must be backbone stage indices in 0..3, got {self.lmdf_stages}")
+
+
+class TwoStreamRVOS(ReferringModel):
+    """`forward(frames, tokens, token_mask, masks=None, valid=None) -> dict`.
+
+    frames (B, T, 3, H, W) in [0, 1]; tokens (B, L) long; token_mask (B, L) bool; masks (B, T, H, W) in
+    {0, 1}; valid (B, T) bool, the frames that have ground truth (default: all). Returns "logits"
+    (B, T, H, W) and, with masks, the weighted "loss_bce" and "loss_dice" over the valid frames.
+    """
+
+    def __init__(self, config: RVOSConfig, backbone: nn.Module, text_encoder: HFTextEncoder,
+                 vlmg: nn.ModuleList, necks: nn.ModuleList, decoder: FPNDecoder):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.text_encoder = text_encoder
+        self.vlmg = vlmg
+        self.necks = necks
+        self.decoder = decoder
+        self.text_stages = text_stage_layers(text_encoder.num_layers, len(vlmg), config.text_stage_layers)
+
+    def encode(self, images: torch.Tensor, tokens: torch.Tensor,
+               token_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """images (B*T, 3, H, W), T consecutive frames per sentence -> 4 maps (B*T, C_i, H/s_i, W/s_i) and the
+        sentence (B, D): the interleaved two-stream encoder."""
+        words, layer_mask = self.text_encoder.embed(tokens, token_mask)
+        state = {"words": words}
+
+        def fuse(i: int, x: torch.Tensor) -> torch.Tensor:
+            start, stop = self.text_stages[i]
+            words = self.text_encoder.run_layers(state["words"], layer_mask, start, stop)
+            x, state["words"] = self.vlmg[i](x, words, token_mask)
+            return x
+
+        features = self.backbone(images, fuse=fuse)
+        m = token_mask[:, :, None].to(state["words"].dtype)
+        sentence = (state["words"] * m).sum(1) / m.sum(1).clamp_min(1)  # (B, D)
+        return features, sentence
+
+    def forward(self, frames: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
+                masks: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> dict[str, Any]:
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"frames {tuple(frames.shape)}: expected (B, T, 3, H, W)")
+        b, t, _, h, w = frames.shape
+        token_mask = token_mask.bool()
+        features, sentence = self.encode(frames.flatten(0, 1), tokens, token_mask)
+        maps = [neck(f, sentence, t) for neck, f in zip(self.necks, features)]
+        logits = self.decoder(maps, sentence.repeat_interleave(t, dim=0))  # (B*T, 1, H/4, W/4)
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).view(b, t, h, w)
+        out: dict[str, Any] = {"logits": logits}
+        if masks is None:
+            return out
+        if masks.shape != logits.shape:
+            raise ValueError(f"masks {tuple(masks.shape)}: expected (B, T, H, W) = {tuple(logits.shape)}")
+        keep = torch.ones(b, t, dtype=torch.bool, device=logits.device) if valid is None else valid.bool()
+        if keep.shape != (b, t):
+            raise ValueError(f"valid {tuple(keep.shape)}: expected (B, T) = {(b, t)}")
+        chosen, target = logits[keep], masks[keep].to(logits.dtype)  # (n_valid, H, W)
+        if chosen.shape[0] == 0:  # no annotated frame in the batch: zero losses that keep the graph
+            zero = logits.sum() * 0
+            out.update(loss_bce=zero, loss_dice=zero)
+            return out
+        cfg = self.config
+        out["loss_bce"] = cfg.bce_weight * bce_loss([chosen], target, cfg.bce_pos_weight)
+        out["loss_dice"] = cfg.dice_weight * dice_loss([chosen], target)
+        return out
+
+    @classmethod
+    def from_config(cls, config: RVOSConfig) -> TwoStreamRVOS:
+        """Build every part from the config (loading the pretrained weights it names)."""
+        backbone = build_backbone(config.backbone, config.backbone_kwargs, config.pretrained_backbone)
+        text = HFTextEncoder.from_dir(config.text_dir, pretrained=config.pretrained_text,
+                                      max_tokens=config.max_tokens)
+        channels, d, dim = tuple(backbone.out_channels), text.dim, config.decoder_dim
+        vlmg = nn.ModuleList(VLMG(c, d, config.vlmg_heads, config.vlmg_gate_zero_init) for c in channels)
+        necks = nn.ModuleList(
+            LMDF(c, d, dim, config.lmdf_kernel, config.lmdf_dilations, config.lmdf_groups)
+            if config.lmdf and i in config.lmdf_stages else Lateral(c, dim)
+            for i, c in enumerate(channels))
+        return cls(config, backbone, text, vlmg, necks, FPNDecoder(dim, d, len(channels)))
+
+
+def _twostream(name: str, overrides: dict[str, Any], **variant: Any) -> TwoStreamRVOS:
+    """The one private builder: paper defaults < the variant's numbers < the caller's overrides."""
+    if overrides.get("name", name) != name:
+        raise ValueError(f"builder {name!r} cannot build a model named {overrides['name']!r}")
+    fields = {f.name for f in dataclasses.fields(RVOSConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise TypeError(f"unknown two-stream option(s) {sorted(unknown)}; known: {sorted(fields)}")
+    config = RVOSConfig(**{**variant, **overrides, "name": name})
+    if config.text_dir is None and "text_dir" not in variant:
+        raise ValueError(f"{name} uses BERT-base, which cannot be downloaded here: pass text_dir=<local "
+                         f"bert-base-uncased folder> (config.json, vocab.txt, model.safetensors)")
+    return TwoStreamRVOS.from_config(config)
+
+
+def twostream_r101(**overrides: Any) -> TwoStreamRVOS:
+    """Paper scale: ResNet-101 (pretrained_backbone=<torchvision .pth>) + BERT-base from `text_dir`, 320x320,
+    clips of 5 frames."""
+    return _twostream("twostream_r101", overrides)
+
+
+def twostream_lite(**overrides: Any) -> TwoStreamRVOS:
+    """EfficientNet-Lite0 + all-MiniLM-L6-v2 (offline assets, real weights), 128x128, clips of 3 frames, a
+    64-d LMDF and decoder: sized to train on a 2-core CPU."""
+    return _twostream(
+        "twostream_lite", overrides, backbone="efficientnet_lite0", backbone_kwargs={"drop_path_rate": 0.1},
+        pretrained_backbone=True, text_dir=None, input_size=128, num_frames=3, lmdf_groups=4, decoder_dim=64,
+        lr=6e-4, backbone_lr_mult=0.25, text_lr_mult=0.05,
+    )
+
+
+RVOS_BUILDERS: dict[str, Callable[..., TwoStreamRVOS]] = {
+    "twostream_r101": twostream_r101,
+    "twostream_lite": twostream_lite,
+}
