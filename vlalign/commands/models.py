@@ -18,26 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder; the trained model goes to OUT/model")
     p.add_argument("--split-by", default="unc")
     p.add_argument("--image-dir", default=None, help="images folder (default DATA/images)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=int, default=None)
-    length.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16, help="global batch (all processes)")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=None, help="default: the model's recipe")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--schedule", default="poly", choices=["poly", "cosine", "step", "constant"])
-    p.add_argument("--warmup", type=int, default=0, help="warm-up iterations")
-    p.add_argument("--clip-grad", type=float, default=None)
-    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
-    p.add_argument("--eval-every", type=int, default=0)
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/latest exactly")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="model config overrides, e.g. --set contrast_weight=0 text_dir=/models/bert-base-uncased")
-    p.add_argument("--no-final-eval", action="store_true")
+    add_train_options(p, batch_size=16, batch_help="global batch (all processes)",
+                      set_example="contrast_weight=0 text_dir=/models/bert-base-uncased")
     p.add_argument("--shuffle-expressions", action="store_true",
                    help="language ablation: train each mask with another ref's sentence")
     p.set_defaults(func=_train)
@@ -61,6 +43,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_predict)
+
+
+def add_train_options(p: argparse.ArgumentParser, *, batch_size: int, batch_help: str, set_example: str) -> None:
+    """The options of every `train` command that become the engine's TrainConfig (see `train_config`)."""
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iters", type=int, default=None)
+    length.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=None, help="default: the model's recipe")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--schedule", default="poly", choices=["poly", "cosine", "step", "constant"])
+    p.add_argument("--warmup", type=int, default=0, help="warm-up iterations")
+    p.add_argument("--clip-grad", type=float, default=None)
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/latest exactly")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help=f"model config overrides, e.g. --set {set_example}")
+    p.add_argument("--no-final-eval", action="store_true")
+
+
+def train_config(args: argparse.Namespace, model):
+    """TrainConfig from the options of `add_train_options` (one epoch when neither length is given)."""
+    from vlalign.engine import TrainConfig
+
+    epochs = 1 if args.iters is None and args.epochs is None else args.epochs
+    return TrainConfig(
+        out_dir=args.out, max_iters=args.iters, epochs=epochs, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr or model.config.lr, weight_decay=args.weight_decay,
+        schedule=args.schedule, warmup_iters=args.warmup, clip_grad=args.clip_grad, amp=args.amp,
+        eval_every=args.eval_every, save_every=args.save_every, num_workers=args.workers, device=args.device,
+        seed=args.seed, resume=args.resume)
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -87,19 +106,11 @@ def cpu_setup() -> None:
 def _train(args) -> int:
     cpu_setup()
     from vlalign import refseg
-    from vlalign.engine import TrainConfig
     from vlalign.hub import update_model_card
     from vlalign.models.pretrained import build_model, save_pretrained
 
     model = build_model(args.model, **_overrides(args.set))
-    if args.iters is None and args.epochs is None:
-        args.epochs = 1
-    config = TrainConfig(
-        out_dir=args.out, max_iters=args.iters, epochs=args.epochs, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr or model.config.lr, weight_decay=args.weight_decay,
-        schedule=args.schedule, warmup_iters=args.warmup, clip_grad=args.clip_grad, amp=args.amp,
-        eval_every=args.eval_every, save_every=args.save_every, num_workers=args.workers, device=args.device,
-        seed=args.seed, resume=args.resume)
+    config = train_config(args, model)
     summary = refseg.train_refseg(model, args.data, config, split_by=args.split_by, image_dir=args.image_dir,
                                   seed=args.seed, shuffle_text=args.shuffle_expressions)
     if int(os.environ.get("RANK", "0")) != 0:  # the engine has closed the process group: rank 0 finishes

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from vlalign.commands.models import _overrides, cpu_setup
+from vlalign.commands.models import _overrides, add_train_options, cpu_setup, train_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,27 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="builder name, e.g. twostream_lite")
     p.add_argument("--data", required=True, help="Ref-YouTube-VOS-layout folder (meta_expressions/, train/)")
     p.add_argument("--out", required=True, help="run folder; the trained model goes to OUT/model")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=int, default=None)
-    length.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=4, help="global batch of clips (all processes)")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=None, help="default: the model's recipe")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--schedule", default="poly", choices=["poly", "cosine", "step", "constant"])
-    p.add_argument("--warmup", type=int, default=0, help="warm-up iterations")
-    p.add_argument("--clip-grad", type=float, default=None)
+    add_train_options(p, batch_size=4, batch_help="global batch of clips (all processes)",
+                      set_example="num_frames=1 lmdf=false")
     p.add_argument("--frame-stride", type=int, default=1, help="frames between the frames of a training clip")
-    p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--eval-expressions", type=int, default=60, help="valid expressions scored during training")
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/latest exactly")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="model config overrides, e.g. --set num_frames=1 lmdf=false")
-    p.add_argument("--no-final-eval", action="store_true")
     p.set_defaults(func=_train)
 
     p = tasks.add_parser("eval", help="predict a split into the submission layout and score J&F offline")
@@ -68,19 +51,11 @@ def _train(args) -> int:
     cpu_setup()
     from vlalign import rvos
     from vlalign.data.ytvos import RefYTVOS
-    from vlalign.engine import TrainConfig
     from vlalign.models.pretrained import build_model, save_pretrained
     from vlalign.refseg import write_json
 
     model = build_model(args.model, **_overrides(args.set))
-    if args.iters is None and args.epochs is None:
-        args.epochs = 1
-    config = TrainConfig(
-        out_dir=args.out, max_iters=args.iters, epochs=args.epochs, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr or model.config.lr, weight_decay=args.weight_decay,
-        schedule=args.schedule, warmup_iters=args.warmup, clip_grad=args.clip_grad, eval_every=args.eval_every,
-        save_every=args.save_every, num_workers=args.workers, device=args.device, seed=args.seed,
-        resume=args.resume)
+    config = train_config(args, model)
     summary = rvos.train_rvos(model, args.data, config, seed=args.seed, frame_stride=args.frame_stride,
                               eval_expressions=args.eval_expressions)
     if int(os.environ.get("RANK", "0")) != 0:  # the engine has closed the process group: rank 0 finishes

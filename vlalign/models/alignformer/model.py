@@ -38,7 +38,6 @@ project, where both are silent or where we depart on purpose):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +51,7 @@ from vlalign.models.alignformer.pixel_decoder import PixelDecoder
 from vlalign.models.alignformer.query_decoder import QueryDecoder
 from vlalign.models.alignformer.vlba import VLBA
 from vlalign.models.backbones import build_backbone
+from vlalign.models.builder import require_text_dir, variant_config
 from vlalign.models.segmenter import ReferringModel
 from vlalign.models.text import HFTextEncoder
 
@@ -203,16 +203,8 @@ def _alignformer(name: str, overrides: dict[str, Any], **variant: Any) -> AlignF
     """The one private builder: paper defaults < the variant's numbers < the caller's overrides.
 
     Variants with BERT-base (the paper's text encoder) need `text_dir`: it cannot be downloaded here."""
-    if overrides.get("name", name) != name:
-        raise ValueError(f"builder {name!r} cannot build a model named {overrides['name']!r}")
-    fields = {f.name for f in dataclasses.fields(AlignFormerConfig)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise TypeError(f"unknown AlignFormer option(s) {sorted(unknown)}; known: {sorted(fields)}")
-    config = AlignFormerConfig(**{**variant, **overrides, "name": name})
-    if config.text_dir is None and "text_dir" not in variant:
-        raise ValueError(f"{name} uses BERT-base, which cannot be downloaded here: pass text_dir=<local "
-                         f"bert-base-uncased folder> (config.json, vocab.txt, model.safetensors)")
+    config = variant_config(AlignFormerConfig, name, overrides, variant, "AlignFormer")
+    require_text_dir(config, name, variant)
     return AlignFormer.from_config(config)
 
 

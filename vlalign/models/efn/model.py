@@ -42,7 +42,6 @@ project, where both are silent or where we depart on purpose):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ import torch
 from torch import nn
 
 from vlalign.models.backbones import build_backbone
+from vlalign.models.builder import variant_config
 from vlalign.models.efn.bem import BoundaryDecoder, resize
 from vlalign.models.efn.fusion import EncoderFusion
 from vlalign.models.efn.losses import efn_losses
@@ -202,13 +202,8 @@ def _build_text_encoder(config: EFNConfig) -> nn.Module:
 
 def _efn(name: str, overrides: dict[str, Any], **variant: Any) -> EFN:
     """The one private builder: paper defaults < the variant's numbers < the caller's overrides."""
-    if overrides.get("name", name) != name:
-        raise ValueError(f"builder {name!r} cannot build a model named {overrides['name']!r}")
-    fields = {f.name for f in dataclasses.fields(EFNConfig)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise TypeError(f"unknown EFN option(s) {sorted(unknown)}; known: {sorted(fields)}")
-    return EFN.from_config(EFNConfig(**{**variant, **overrides, "name": name}))
+    config = variant_config(EFNConfig, name, overrides, variant, "EFN")
+    return EFN.from_config(config)
 
 
 def efn_resnet101(**overrides: Any) -> EFN:

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlalign.models.builder import variant_config
 from vlalign.models.reid.losses import smooth_ce, supcon_loss, triplet_hard_loss
 from vlalign.models.reid.prompts import PromptLearner
 
@@ -295,13 +296,7 @@ def _build_towers(config: CLIP4VIReIDConfig) -> tuple[nn.Module, nn.Module]:
 
 def _clip4vireid(name: str, overrides: dict[str, Any], **variant: Any) -> CLIP4VIReID:
     """The one private builder: defaults < the variant's numbers < the caller's overrides."""
-    if overrides.get("name", name) != name:
-        raise ValueError(f"builder {name!r} cannot build a model named {overrides['name']!r}")
-    fields = {f.name for f in dataclasses.fields(CLIP4VIReIDConfig)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise TypeError(f"unknown CLIP4VI-ReID option(s) {sorted(unknown)}; known: {sorted(fields)}")
-    config = CLIP4VIReIDConfig(**{**variant, **overrides, "name": name})
+    config = variant_config(CLIP4VIReIDConfig, name, overrides, variant, "CLIP4VI-ReID")
     image_encoder, text_encoder = _build_towers(config)
     return CLIP4VIReID(config, image_encoder, text_encoder)
 

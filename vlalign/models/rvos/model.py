@@ -37,7 +37,6 @@ shared/reference/rvos.md); everything else is **ours**:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +47,7 @@ from torch import nn
 
 from vlalign.models.alignformer.losses import bce_loss, dice_loss
 from vlalign.models.backbones import build_backbone
+from vlalign.models.builder import require_text_dir, variant_config
 from vlalign.models.rvos.decoder import FPNDecoder, Lateral
 from vlalign.models.rvos.lmdf import LMDF
 from vlalign.models.rvos.vlmg import VLMG, text_stage_layers
@@ -177,16 +177,8 @@ class TwoStreamRVOS(ReferringModel):
 
 def _twostream(name: str, overrides: dict[str, Any], **variant: Any) -> TwoStreamRVOS:
     """The one private builder: paper defaults < the variant's numbers < the caller's overrides."""
-    if overrides.get("name", name) != name:
-        raise ValueError(f"builder {name!r} cannot build a model named {overrides['name']!r}")
-    fields = {f.name for f in dataclasses.fields(RVOSConfig)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise TypeError(f"unknown two-stream option(s) {sorted(unknown)}; known: {sorted(fields)}")
-    config = RVOSConfig(**{**variant, **overrides, "name": name})
-    if config.text_dir is None and "text_dir" not in variant:
-        raise ValueError(f"{name} uses BERT-base, which cannot be downloaded here: pass text_dir=<local "
-                         f"bert-base-uncased folder> (config.json, vocab.txt, model.safetensors)")
+    config = variant_config(RVOSConfig, name, overrides, variant, "two-stream")
+    require_text_dir(config, name, variant)
     return TwoStreamRVOS.from_config(config)
 
 
