@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
+
+from report import RESULTS, footer, publish  # sibling module (benchmarks/ is on sys.path when run)
 
 from vlalign.synth import DEFAULT_NUM_IMAGES, DEFAULT_SEED
 
-RESULTS = Path(__file__).parent / "results"
 # variant -> (extra flags, extra model config overrides)
 VARIANTS = {
     "full": ([], []),
@@ -101,20 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "vlalign.cli", "synth", "refcoco", "--out", str(data),
                         "--num-images", str(DEFAULT_NUM_IMAGES), "--seed", str(DEFAULT_SEED)], check=True)
     rows = {name: run_variant(args, name, data) for name in args.variants}
-    command = " ".join(["benchmarks/learning_refseg.py", *(argv if argv is not None else sys.argv[1:])])
     text = (f"# Learning the synthetic referring benchmark: {args.model}\n\n"
             f"Default synthetic benchmark (`vlalign synth refcoco`, {DEFAULT_NUM_IMAGES} images, seed "
             f"{DEFAULT_SEED}); metrics at the original resolution on every sentence of each split. "
             f"Recipe: `{' '.join(recipe(args))}`. 'train min' is the wall clock of training, evaluations on "
             f"300 val sentences during training included, final evaluation excluded.\n\n"
-            f"{table(rows)}\n\n- Command: `.venv/bin/python {command}`\n"
-            f"- Machine: {platform.processor() or platform.machine()} ({os.cpu_count()} cores), "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}\n"
-            f"- Date: {date.today()}\n")
-    print(text)
-    if args.write:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"learning_{args.model}.md").write_text(text)
+            f"{table(rows)}\n\n" + footer("learning_refseg.py", argv))
+    publish(text, f"learning_{args.model}.md", args.write)
     return 0
 
 

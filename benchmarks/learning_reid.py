@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from report import RESULTS, footer, publish  # sibling module (benchmarks/ is on sys.path when run)
+
 DEFAULT_NUM_IDS, DEFAULT_SEED = 300, 0  # vlalign.synth.sysu's defaults
 VARIANTS = ("baseline", "tsg-ife", "full")
 
@@ -105,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "vlalign.cli", "synth", "sysu", "--out", str(data), "--num-ids",
                         str(args.num_ids), "--seed", str(DEFAULT_SEED)], check=True)
     rows = {name: run_variant(args, name, data) for name in args.variants}
-    command = " ".join(["benchmarks/learning_reid.py", *(argv if argv is not None else sys.argv[1:])])
     summary = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else {}
     text = (f"# Learning the synthetic SYSU-MM01 benchmark: {args.model}\n\n"
             f"Synthetic SYSU-MM01 (`vlalign synth sysu`, {summary.get('num_ids', args.num_ids)} identities, seed "
@@ -113,14 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             f"only, cosine distance; metrics in percent. Iterations (TSG, IFE, HSA) = {tuple(args.iters)}; every "
             f"variant trains the image encoder for IFE + HSA iterations. 'train min' is the engine's training "
             f"time (stage-1 feature extraction included, final evaluation excluded).\n\n"
-            f"{table(rows)}\n\n- Command: `.venv/bin/python {command}`\n"
-            f"- Machine: {platform.processor() or platform.machine()} ({os.cpu_count()} cores), "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}\n"
-            f"- Date: {date.today()}\n")
-    print(text)
-    if args.write:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "learning_reid.md").write_text(text)
+            f"{table(rows)}\n\n" + footer("learning_reid.py", argv))
+    publish(text, "learning_reid.md", args.write)
     return 0
 
 

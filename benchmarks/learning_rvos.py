@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from report import RESULTS, footer, publish  # sibling module (benchmarks/ is on sys.path when run)
+
 # variant -> extra model config overrides
 VARIANTS = {"full": [], "single-frame": ["num_frames=1", "lmdf=false"]}
 
@@ -115,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd + (["--num-videos", str(args.num_videos)] if args.num_videos else []), check=True)
     dataset = json.loads((data / "dataset.json").read_text())
     rows = {name: run_variant(args, name, data) for name in args.variants}
-    command = " ".join(["benchmarks/learning_rvos.py", *(argv if argv is not None else sys.argv[1:])])
     text = (f"# Learning the synthetic referring-video benchmark: {args.model}\n\n"
             f"Synthetic Ref-YouTube-VOS set (`vlalign synth ytvos`, {dataset['num_videos']} videos, seed "
             f"{dataset['seed']}, {dataset['width']}x{dataset['height']}); J&F (Ref-YouTube-VOS protocol, official "
@@ -123,14 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             f"length. 'motion-only': expressions whose target has a twin of identical appearance "
             f"(synth_info.json). Recipe: `{' '.join(recipe(args))}`. 'train min' is the wall clock of training "
             f"(evaluations during training included, final evaluation excluded).\n\n{table(rows)}\n\n"
-            f"Per expression kind:\n\n{kinds_table(rows)}\n\n- Command: `.venv/bin/python {command}`\n"
-            f"- Machine: {platform.processor() or platform.machine()} ({os.cpu_count()} cores), "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}\n"
-            f"- Date: {date.today()}\n")
-    print(text)
-    if args.write:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "learning_rvos.md").write_text(text)
+            f"Per expression kind:\n\n{kinds_table(rows)}\n\n" + footer("learning_rvos.py", argv))
+    publish(text, "learning_rvos.md", args.write)
     return 0
 
 
