@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from report import publish  # noqa: E402
 from speed_alignformer import flops, latency  # noqa: E402  (sibling benchmark script)
 
 from vlalign.metrics.vos import boundary_f  # noqa: E402
@@ -93,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "(same pass) |\n|---|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(cost_rows) + "\n\n"
         "Boundary F: DAVIS boundary F-measure per sentence (tolerance ceil(0.008 x diagonal)), mean over val.\n\n"
         "Reproduce: `.venv/bin/python benchmarks/compare_refseg.py --write`\n")
-    print(text)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+    publish(text, RESULTS.name, args.write)
     return 0
 
 

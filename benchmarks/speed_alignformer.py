@@ -19,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from report import publish
 from torch.utils.flop_counter import FlopCounterMode
 
 from vlalign.models.pretrained import build_model
@@ -134,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             f" ({torch.get_num_threads()} threads, torch {torch.__version__}, flush-to-zero on), random weights,"
             f" fp32. Matmul peak in the same process: {peak:.0f} GFLOP/s.\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/speed_alignformer.py --write`\n\n" + "\n".join(lines) + "\n")
-    print(text)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+    publish(text, RESULTS.name, args.write)
     return 0
 
 

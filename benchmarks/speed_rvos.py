@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # speed_alignformer's helpers, when imported from elsewhere
+from report import publish  # noqa: E402
 from speed_alignformer import bert_base_dir, matmul_peak  # noqa: E402
 
 from vlalign.metrics.vos import bound_pixels, boundary_f, region_similarity  # noqa: E402
@@ -192,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             f"per-frame loop with skimage `dilation(disk)` on full frames {jf['naive_s']:.3f} s: "
             f"{jf['naive_s'] / jf['ours_s']:.1f}x faster; largest difference of any J or F value "
             f"{jf['max_diff']:.1e}.\n")
-    print(text)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+    publish(text, RESULTS.name, args.write)
     return 0
 
 
