@@ -19,12 +19,11 @@ interrupted benchmark picks up where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-from report import RESULTS, footer, publish  # sibling module (benchmarks/ is on sys.path when run)
+from report import RESULTS, footer, publish, train_once  # sibling module (benchmarks/ is on sys.path when run)
 
 from vlalign.synth import DEFAULT_NUM_IMAGES, DEFAULT_SEED
 
@@ -47,18 +46,9 @@ def recipe(args, overrides: list[str] = ()) -> list[str]:
 
 
 def run_variant(args, name: str, data: Path) -> dict:
-    run = Path(args.out) / name
-    if (run / "results.json").is_file() and not args.force:
-        print(f"{name}: reusing {run / 'results.json'}")
-    else:
-        flags, overrides = VARIANTS[name]
-        cmd = [sys.executable, "-m", "vlalign.cli", "train", args.model, "--data", str(data), "--out", str(run),
-               *flags, *recipe(args, overrides)]
-        if (run / "checkpoints").exists():
-            cmd.append("--resume")  # an interrupted run continues exactly
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-    return json.loads((run / "results.json").read_text())
+    flags, overrides = VARIANTS[name]
+    return train_once(Path(args.out) / name, ["train", args.model, "--data", str(data), *flags,
+                                              *recipe(args, overrides)], args.force)
 
 
 def table(rows: dict[str, dict]) -> str:

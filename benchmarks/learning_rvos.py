@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from report import RESULTS, footer, publish  # sibling module (benchmarks/ is on sys.path when run)
+from report import RESULTS, footer, publish, train_once  # sibling module (benchmarks/ is on sys.path when run)
 
 # variant -> extra model config overrides
 VARIANTS = {"full": [], "single-frame": ["num_frames=1", "lmdf=false"]}
@@ -44,17 +44,8 @@ def recipe(args, overrides: list[str] = ()) -> list[str]:
 
 
 def run_variant(args, name: str, data: Path) -> dict:
-    run = Path(args.out) / name
-    if (run / "results.json").is_file() and not args.force:
-        print(f"{name}: reusing {run / 'results.json'}")
-    else:
-        cmd = [sys.executable, "-m", "vlalign.cli", "rvos", "train", args.model, "--data", str(data), "--out",
-               str(run), *recipe(args, VARIANTS[name])]
-        if (run / "checkpoints").exists():
-            cmd.append("--resume")
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-    return json.loads((run / "results.json").read_text())
+    return train_once(Path(args.out) / name, ["rvos", "train", args.model, "--data", str(data),
+                                              *recipe(args, VARIANTS[name])], args.force)
 
 
 def table(rows: dict[str, dict]) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 import sys
 from datetime import date
 from pathlib import Path
@@ -26,3 +28,17 @@ def publish(text: str, name: str, write: bool) -> None:
     if write:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / name).write_text(text)
+
+
+def train_once(run: Path, cli_args: list[str], force: bool = False) -> dict:
+    """`vlalign <cli_args> --out RUN` unless RUN/results.json exists (`force` retrains); an interrupted run
+    (RUN/checkpoints present) continues exactly with --resume. Returns RUN/results.json."""
+    if (run / "results.json").is_file() and not force:
+        print(f"{run.name}: reusing {run / 'results.json'}")
+    else:
+        cmd = [sys.executable, "-m", "vlalign.cli", *cli_args, "--out", str(run)]
+        if (run / "checkpoints").exists():
+            cmd.append("--resume")
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return json.loads((run / "results.json").read_text())
