@@ -94,3 +94,13 @@ def test_search_names_a_missing_query(trained, tmp_path, capsys):
     assert main(["reid", "search", "--weights", str(trained / "model"), "--query", str(tmp_path / "nope.jpg"),
                  "--gallery", str(tmp_path)]) == 2
     assert "nope.jpg" in capsys.readouterr().err
+
+
+def test_gallery_without_images_or_missing_is_named(tmp_path):
+    from vlalign.reid import gallery_images
+
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="holds no image"):
+        gallery_images(tmp_path)
+    with pytest.raises(FileNotFoundError, match="gallery folder not found"):
+        gallery_images(tmp_path / "missing")

@@ -85,3 +85,14 @@ def test_train_eval_and_predict_video_through_the_cli(bert_dir, data_dir, tmp_pa
 
     assert main(["predict-video", str(tmp_path / "missing.mp4"), "x", "--weights", str(run / "model"),
                  "--out", str(out)]) == 2
+
+
+def test_predict_video_names_a_missing_or_unreadable_video(tmp_path):
+    from vlalign.video_predictor import predict_video
+
+    with pytest.raises(FileNotFoundError, match="video not found"):
+        predict_video(tmp_path / "none.mp4", ["the square"], tmp_path / "out.mp4", segmenter=None)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(ValueError, match=r"bad\.mp4: OpenCV cannot open this video"):
+        predict_video(bad, ["the square"], tmp_path / "out.mp4", segmenter=None)
