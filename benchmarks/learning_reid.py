@@ -50,6 +50,7 @@ def run_variant(args, name: str, data: Path) -> dict:
         return json.loads((run / "results.json").read_text())
     cmd = [sys.executable, "-m", "vlalign.cli", "reid", "train", args.model, "--data", str(data), "--out", str(run),
            "--trials", str(args.trials), "--seed", str(args.seed), "--save-every", "200",
+           "--eval-every", str(args.eval_every),
            *variant_args(name, args.iters)]
     if args.set:
         cmd += ["--set", *args.set] if "--set" not in cmd else args.set  # one --set: they do not add up
@@ -89,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-ids", type=int, default=DEFAULT_NUM_IDS, help="identities when generating --data")
     p.add_argument("--out", default=None, help="default runs/bench/learning_<model>")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--iters", type=int, nargs=3, default=[300, 2400, 800], metavar=("TSG", "IFE", "HSA"))
+    p.add_argument("--iters", type=int, nargs=3, default=[300, 2000, 700], metavar=("TSG", "IFE", "HSA"))
     p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=500, help="R1 / mAP of one trial in the log (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
     p.add_argument("--force", action="store_true")

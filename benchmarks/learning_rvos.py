@@ -37,8 +37,9 @@ def recipe(args, overrides: list[str] = ()) -> list[str]:
     """The training options every variant shares, plus the variant's overrides (one --set: it does not add up)."""
     out = ["--iters", str(args.iters), "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
            "--eval-every", str(args.eval_every), "--eval-expressions", str(args.eval_expressions),
-           "--save-every", "100", "--seed", str(args.seed), "--clip-grad", str(args.clip_grad),
-           "--frame-stride", str(args.frame_stride)]
+           "--save-every", "100", "--seed", str(args.seed), "--clip-grad", str(args.clip_grad)]
+    if args.frame_stride is not None:  # else the model config's (stored in the model, used at inference too)
+        out += ["--frame-stride", str(args.frame_stride)]
     sets = [*args.set, *overrides]
     return out + ["--set", *sets] if sets else out
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--iters", type=int, default=800, help="~1.1-1.7 s per iteration of 4 clips on 2 cores")
     p.add_argument("--batch-size", type=int, default=4, help="clips per iteration")
-    p.add_argument("--frame-stride", type=int, default=1)
+    p.add_argument("--frame-stride", type=int, default=None, help="default: the model config's")
     p.add_argument("--clip-grad", type=float, default=1.0)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--eval-every", type=int, default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from vlalign.data.llcm import llcm_gallery, llcm_query, llcm_test, llcm_train
+from vlalign.data.llcm import llcm_gallery, llcm_query, llcm_ranking, llcm_test, llcm_train
 from vlalign.data.regdb import read_index, regdb_split, regdb_test
 from vlalign.data.sysu import load_rand_perm_cam, read_id_file, sysu_gallery, sysu_query, sysu_train
 
@@ -222,3 +223,39 @@ def test_llcm_protocol(llcm):
     assert visible.pids.tolist() == [0, 1] and infrared.camids.tolist() == [2, 3]
     with pytest.raises(ValueError, match="modality"):
         llcm_query(llcm, "rgb")
+
+
+def test_llcm_ranking_follows_deen_roles(llcm):
+    # DEEN test.py, test_mode [2, 1] (VIS->IR): eval_llcm(-(gallery @ query.T), gallery_label, query_label, ...),
+    # so the sampled NIR images are the probes and every visible test image is ranked; [1, 2] keeps the roles
+    probes, ranked = llcm_ranking(llcm, "vis_to_ir", trial=2)
+    assert probes.paths == llcm_gallery(llcm, "nir", 2).paths and all("/test_nir/" in p for p in probes.paths)
+    assert ranked.paths == llcm_query(llcm, "vis").paths and len(ranked) == 13
+    probes, ranked = llcm_ranking(llcm, "ir_to_vis", trial=2)
+    assert probes.paths == llcm_query(llcm, "nir").paths and ranked.paths == llcm_gallery(llcm, "vis", 2).paths
+
+
+def _path_features(model, paths, batch_size=64, raw_proj=False):
+    """A fixed random 8-d feature per path (stands in for extract_features: which set ranks which matters)."""
+    rows = [np.random.default_rng(zlib.crc32(str(p).encode())).standard_normal(8) for p in paths]
+    return np.asarray(rows, dtype=np.float32).reshape(len(paths), 8)
+
+
+def test_evaluate_reid_scores_llcm_in_deen_roles(llcm, monkeypatch):
+    import vlalign.reid as reid
+    from vlalign.metrics.reid import eval_llcm
+
+    monkeypatch.setattr(reid, "extract_features", _path_features)
+    results = reid.evaluate_reid(None, "llcm", llcm, trials=2)
+    vis_to_ir, ir_to_vis = results["LLCM vis to ir"], results["LLCM ir to vis"]
+    assert (vis_to_ir["queries"], vis_to_ir["gallery"]) == (4, 13)  # 4 sampled NIR probes, 13 visible images
+    assert (ir_to_vis["queries"], ir_to_vis["gallery"]) == (12, 5)
+    every_vis = llcm_query(llcm, "vis")
+    want = []
+    for t in range(2):
+        nir = llcm_gallery(llcm, "nir", t)
+        distmat = -(_path_features(None, nir.paths) @ _path_features(None, every_vis.paths).T)
+        want.append(eval_llcm(distmat, nir.pids, every_vis.pids, nir.camids, every_vis.camids))
+    assert vis_to_ir["mAP"] == pytest.approx(np.mean([w[1] for w in want]), abs=1e-12)
+    assert vis_to_ir["mINP"] == pytest.approx(np.mean([w[2] for w in want]), abs=1e-12)
+    assert vis_to_ir["rank1"] == pytest.approx(np.mean([w[0][0] for w in want]), abs=1e-6)

@@ -171,11 +171,11 @@ STAGE_LOSSES = {1: {"loss_i2t_con", "loss_t2i_con"}, 2: {"loss_id", "loss_triple
                 3: {"loss_id", "loss_triplet", "loss_hsa", "loss_i2t"}}
 
 
-def _lite(bert_dir):
+def _lite(bert_dir, **overrides):
     from vlalign.models.reid import clip4vireid_lite
 
     return clip4vireid_lite(num_ids=4, pretrained_backbone=False, text_dir=bert_dir, pretrained_text=False,
-                            image_size=(32, 16), embed_dim=16)
+                            image_size=(32, 16), embed_dim=16, **overrides)
 
 
 def _vitb16():
@@ -315,3 +315,19 @@ def test_vitb16_loads_a_local_clip_checkpoint(tmp_path, one_thread):
     ids = torch.tensor([1, 2])
     expected = clip.encode_text_embeddings(model.prompt(ids), model.text_encoder.eot_index.expand(2))
     assert torch.allclose(model.text_features(ids), expected, atol=1e-5)
+
+
+def test_lite_last_stride_one_doubles_the_last_map_with_the_same_weights(bert_dir, one_thread):
+    """Re-id's "last stride 1": the stride-32 stage keeps stride 16; weights and keys are unchanged."""
+    torch.manual_seed(0)
+    strided = _lite(bert_dir, last_stride=2)
+    kept = _lite(bert_dir, last_stride=1)
+    kept.load_state_dict(strided.state_dict())  # same parameters, strictly
+    image = torch.rand(2, 3, 64, 32)
+    with torch.no_grad():
+        maps_2, maps_1 = strided.image_encoder.backbone(image), kept.image_encoder.backbone(image)
+    assert maps_2[-1].shape[-2:] == (2, 1) and maps_1[-1].shape[-2:] == (4, 2)
+    assert torch.equal(maps_2[2], maps_1[2])  # everything before the changed block is the same computation
+    assert kept.image_encoder.backbone.strides[-1] == 16
+    with pytest.raises(ValueError, match="last_stride"):
+        _lite(bert_dir, last_stride=4)

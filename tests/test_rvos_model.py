@@ -14,7 +14,7 @@ from torch import nn
 from vlalign.data.clips import assign_frames, sliding_windows
 from vlalign.models.pretrained import build_model, from_pretrained, save_pretrained
 from vlalign.models.rvos import LMDF, RVOS_BUILDERS, VLMG, text_stage_layers
-from vlalign.models.rvos.lmdf import dynamic_filter
+from vlalign.models.rvos.lmdf import dynamic_filter, rgb_difference
 from vlalign.models.text import HFTextEncoder
 from vlalign.video_predictor import VideoSegmenter
 
@@ -135,7 +135,24 @@ def test_lmdf_one_hot_kernels_shift_the_feature():
     shifted = dynamic_filter(f, kernels)
     torch.testing.assert_close(shifted[..., :-1], f[..., 1:])
     assert (shifted[..., -1] == 0).all()
-    assert lmdf(x, torch.randn(2, 3), num_frames=3).shape == (6, 4, 5, 6)
+    motion = torch.randn(6, 3, 20, 24)
+    assert lmdf(x, torch.randn(2, 3), num_frames=3, motion=motion).shape == (6, 4, 5, 6)
+    with pytest.raises(ValueError, match="motion"):
+        lmdf(x, torch.randn(2, 3), num_frames=3)
+
+
+def test_rgb_difference_by_hand_and_lmdf_sees_it():
+    frames = torch.arange(4.0)[None, :, None, None, None].expand(1, 4, 3, 2, 2) ** 2  # frame t is t^2 everywhere
+    diff = rgb_difference(frames)  # x_t+1 - x_t-1, one-sided at the ends: 1-0, 4-0, 9-1, 9-4
+    assert diff.shape == (4, 3, 2, 2)
+    assert diff[:, 0, 0, 0].tolist() == [1.0, 4.0, 8.0, 5.0]
+    assert (rgb_difference(frames[:, :1]) == 0).all()
+    torch.manual_seed(0)
+    lmdf = LMDF(in_dim=4, lang_dim=3, dim=4, dilations=(1,), groups=2).eval()
+    x, s = torch.randn(3, 4, 5, 6), torch.randn(1, 3)
+    still, moving = torch.zeros(3, 3, 20, 24), torch.zeros(3, 3, 20, 24)
+    moving[:, :, :, :4] = 1.0  # a band where something changed
+    assert not torch.allclose(lmdf(x, s, 3, still), lmdf(x, s, 3, moving))
 
 
 def test_vlmg_words_see_every_frame_of_the_clip():
@@ -225,6 +242,29 @@ def test_sliding_window_covers_every_frame_from_its_most_central_window(n, windo
     assert [int(lg[0, 0, 0]) for _, _, lg, _ in out] == expected
     assert all(int(lg[1, 0, 0]) == e + 1000 for (_, _, lg, _), e in zip(out, expected))  # expressions batched
     assert probe.calls == len(windows)
+
+
+@pytest.mark.parametrize("n,window,stride,dilation", [(23, 3, 2, 2), (20, 5, 3, 3), (4, 3, 2, 2), (1, 3, 2, 3)])
+def test_dilated_windows_segment_interleaved_sub_videos(n, window, stride, dilation):
+    """Frames `dilation` apart form a clip (the spacing the model trained with); every frame is still predicted
+    once, in order, by the most central window of its sub-video (frames k, k + d, ...)."""
+    probe = WindowProbe(window)
+    clips = []
+    forward = probe.forward
+    probe.forward = lambda frames, *a: clips.append((frames[0, :, 0].mean(dim=(1, 2)) * 255).round().tolist()) \
+        or forward(frames, *a)
+    probe.config.frame_stride = dilation
+    seg = VideoSegmenter(probe, stride=stride)
+    assert seg.dilation == dilation
+    out = list(seg.stream_logits(video(n), ["a"]))
+    assert [i for i, *_ in out] == list(range(n))
+    for clip in clips:  # consecutive frames of a clip are `dilation` apart (or repeated in a too-short sub-video)
+        assert all(b - a in (0, dilation) for a, b in zip(clip, clip[1:]))
+    for k in range(min(dilation, n)):
+        sub = list(range(k, n, dilation))
+        windows = sliding_windows(len(sub), window, stride)
+        expected = [sub[windows[w][0]] for w, _ in assign_frames(windows, len(sub))]
+        assert [int(out[i][2][0, 0, 0]) for i in sub] == expected
 
 
 def test_sliding_window_memory_does_not_grow_with_the_video():

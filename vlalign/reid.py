@@ -138,8 +138,9 @@ def train_reid(model, data_dir, out_dir, *, dataset: str = "sysu", regdb_trial: 
         print(f"stage {stage} ({['TSG', 'IFE', 'HSA'][stage - 1]}): {len(train_set)} training items, "
               f"{config.max_iters} iterations at lr {config.lr}", flush=True)
         prepare = time.perf_counter() - tic
+        heads = [{"params": model.head_parameters(), "lr_mult": cfg.head_lr_mult, "name": "heads"}]
         summaries[stage] = train(model, train_set, config, evaluate=evaluate if stage > 1 else None,
-                                 sampler_factory=factory)
+                                 sampler_factory=factory, param_groups=heads if stage > 1 else None)
         summaries[stage]["prepare_seconds"] = prepare  # stage-1 feature extraction, data listing
     return summaries
 
@@ -176,7 +177,9 @@ def evaluate_reid(model, dataset: str, root, *, trials: int = 10, modes: tuple[s
     """{protocol name: rank1/5/10/20, mAP, mINP (fractions), trials, queries, gallery size} for one data set.
 
     SYSU: every mode x shots, `trials` trials of `sampling`; RegDB: trial `regdb_trial`'s test split, both
-    directions; LLCM: both directions, `trials` trials. quick: only the first protocol (training-time eval)."""
+    directions; LLCM: both directions, `trials` trials, in DEEN's roles (`vlalign.data.llcm.llcm_ranking`: for
+    VIS->IR, 'queries' are the sampled NIR images and 'gallery' every visible image). quick: only the first
+    protocol (training-time eval)."""
     feats = _Features(model, batch_size)
     results: dict[str, dict[str, Any]] = {}
     if dataset == "sysu":
@@ -206,12 +209,12 @@ def evaluate_reid(model, dataset: str, root, *, trials: int = 10, modes: tuple[s
             if quick:
                 return results
     elif dataset == "llcm":
-        from vlalign.data.llcm import llcm_test
+        from vlalign.data.llcm import llcm_ranking
 
         for direction in ("ir_to_vis", "vis_to_ir"):
             runs, sizes = [], []
-            for t in range(trials):
-                q, g = llcm_test(root, direction, t)
+            for t in range(trials):  # DEEN's roles: for VIS->IR the sampled NIR images rank every visible image
+                q, g = llcm_ranking(root, direction, t)
                 runs.append(eval_llcm(-(feats(q.paths) @ feats(g.paths).T), q.pids, g.pids, q.camids, g.camids))
                 sizes.append(len(g))
             results[f"LLCM {direction.replace('_', ' ')}"] = _scores(runs, len(q), sizes)

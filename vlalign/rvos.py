@@ -34,14 +34,14 @@ __all__ = ["train_rvos", "predict_expressions", "evaluate_rvos", "score_predicti
            "breakdown", "load_synth_info", "jf_table"]
 
 
-def train_rvos(model: torch.nn.Module, data_dir, config: TrainConfig, *, seed: int = 0, frame_stride: int = 1,
+def train_rvos(model: torch.nn.Module, data_dir, config: TrainConfig, *, seed: int = 0,
                eval_expressions: int = 60) -> dict[str, Any]:
-    """Train on the `train` split in clips of `model.config.num_frames` frames, evaluating J&F on (up to
-    `eval_expressions` expressions of) `valid` when it has annotations. Returns the engine's summary; the
-    final model folder (`save_pretrained`) is written by the caller."""
+    """Train on the `train` split in clips of `model.config.num_frames` frames `frame_stride` apart, evaluating
+    J&F on (up to `eval_expressions` expressions of) `valid` when it has annotations. Returns the engine's
+    summary; the final model folder (`save_pretrained`) is written by the caller."""
     cfg = model.config
     train_set = ReferringClips(RefYTVOS(data_dir, "train"), num_frames=cfg.num_frames, input_size=cfg.input_size,
-                               mode="train", seed=seed, frame_stride=frame_stride)
+                               mode="train", seed=seed, frame_stride=cfg.frame_stride)
     evaluate = None
     valid_dir = Path(data_dir) / "meta_expressions" / "valid" / "meta_expressions.json"
     if valid_dir.is_file():

@@ -8,9 +8,12 @@ The model stays tensor-in / tensor-out (clips of T frames); this class streams f
   `vlalign.data.clips.sliding_windows`; each frame takes the prediction of the window in which it is most
   central (`assign_frames`: ties go to the earlier window), so with stride < T every frame but the first and
   last few sees context on both sides;
-- memory does not grow with the video: at most T resized frames and the pending predictions of the last
-  T + stride frames are held; a frame is emitted as soon as no later window can cover it more centrally
-  (once frame i + T has been read, or at the end of the stream).
+- a model trained on clips whose frames are `dilation` apart (its config's `frame_stride`) sees the same
+  spacing here: the video is split into `dilation` interleaved sub-videos (frames k, k + d, k + 2d, ...), each
+  segmented with the windows above, so every frame is still predicted exactly once;
+- memory does not grow with the video: at most T resized frames per sub-video and the pending predictions of
+  the last (T + stride) x dilation frames are held; a frame is emitted as soon as no later window can cover
+  it more centrally (once frame i + T x dilation has been read, or at the end of the stream).
 
 `predict_video(path, expressions, out)` adds OpenCV decoding and an overlay video (one colour per expression).
 """
@@ -42,12 +45,13 @@ class VideoSegmenter:
     >>> for index, frame, masks in seg.stream(frames, ["the square moving to the left"]):
     ...     ...  # masks: one bool HxW array per expression, at the frame's own size
 
-    window: frames per clip (default: the model's `num_frames`); stride: frames between window starts,
-    1..window (default: ceil(window / 2)); batch_size: expressions per forward pass.
+    window: frames per clip (default: the model's `num_frames`); stride: windows between window starts,
+    1..window (default: ceil(window / 2)); dilation: video frames between the frames of a clip (default: the
+    model's `frame_stride`, the spacing it was trained with); batch_size: expressions per forward pass.
     """
 
     def __init__(self, model: torch.nn.Module, *, window: int | None = None, stride: int | None = None,
-                 device=None, batch_size: int = 8):
+                 dilation: int | None = None, device=None, batch_size: int = 8):
         self.model = model.eval()
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model.to(self.device)
@@ -56,6 +60,9 @@ class VideoSegmenter:
         if not 1 <= self.stride <= self.window:
             raise ValueError(f"stride must be in 1..window ({self.window}) so that no frame is skipped, "
                              f"got {self.stride}")
+        self.dilation = int(dilation or getattr(model.config, "frame_stride", 1))
+        if self.dilation < 1:
+            raise ValueError(f"dilation must be >= 1 (frames between a clip's frames), got {self.dilation}")
         self.transform = ResizeSquare(model.config.input_size)
         self.batch_size = batch_size
         self.max_held = 0  # most frames held at once by the last `stream` (resized + pending): memory check
@@ -87,10 +94,12 @@ class VideoSegmenter:
         if isinstance(expressions, str) or not expressions:
             raise ValueError("give a non-empty list of expressions")
         tokens = self.model.tokenize(list(expressions))
-        t, stride = self.window, self.stride
-        resized: deque[tuple[int, torch.Tensor]] = deque(maxlen=t)  # the last T frames, (index, 3xSxS)
+        t, stride, d = self.window, self.stride, self.dilation
+        # per sub-video k (frames k, k + d, ...): its last T frames (index, 3xSxS), next and last window starts
+        # and its frame count, all in the sub-video's own numbering
+        resized: list[deque[tuple[int, torch.Tensor]]] = [deque(maxlen=t) for _ in range(d)]
+        next_start, last_start, count = [0] * d, [None] * d, [0] * d
         pending: dict[int, list] = {}  # index -> [frame, params, best centrality, logits (E, S, S) or None]
-        next_start, last_start, count = 0, None, 0
 
         def run(indices: list[int], clip: list[torch.Tensor]) -> None:
             logits = self._run(clip, tokens)
@@ -106,23 +115,26 @@ class VideoSegmenter:
                 yield index, frame, logits, params
 
         for index, frame in enumerate(frames):
+            k, local = index % d, index // d
             image, _, params = self.transform(as_pil(frame), None)
-            resized.append((index, image))
+            held = resized[k]
+            held.append((index, image))
             pending[index] = [frame, params, -1, None]
-            count = index + 1
-            self.max_held = max(self.max_held, len(resized) + len(pending))
-            if index - t + 1 == next_start:
-                run([i for i, _ in resized], [x for _, x in resized])
-                last_start, next_start = next_start, next_start + stride
-            yield from emit(index - t)
-        if count == 0:
-            return
-        if count < t:  # a video shorter than the window: one window of repeated frames, as in training
-            indices = repeat_indices(count, t)
-            run(indices, [resized[i][1] for i in indices])
-        elif last_start != count - t:  # the last window ends on the last frame
-            run([i for i, _ in resized], [x for _, x in resized])
-        yield from emit(count)
+            count[k] = local + 1
+            self.max_held = max(self.max_held, sum(map(len, resized)) + len(pending))
+            if local - t + 1 == next_start[k]:
+                run([i for i, _ in held], [x for _, x in held])
+                last_start[k], next_start[k] = next_start[k], next_start[k] + stride
+            yield from emit(index - t * d)
+        for k, held in enumerate(resized):
+            if count[k] == 0:  # a video of fewer than `dilation` frames
+                continue
+            if count[k] < t:  # a (sub-)video shorter than the window: one window of repeated frames, as in training
+                picks = repeat_indices(count[k], t)
+                run([held[i][0] for i in picks], [held[i][1] for i in picks])
+            elif last_start[k] != count[k] - t:  # the last window ends on the last frame
+                run([i for i, _ in held], [x for _, x in held])
+        yield from emit(sum(count))
 
     def stream(self, frames: Iterable[Any], expressions: list[str],
                threshold: float = 0.5) -> Iterator[tuple[int, Any, list[np.ndarray]]]:
@@ -191,4 +203,4 @@ def predict_video(path: str | Path, expressions: list[str], out: str | Path, *, 
     seconds = time.perf_counter() - tic
     return {"video": str(path), "out": str(out), "frames": frames, "input_fps": fps, "seconds": seconds,
             "fps": frames / seconds, "expressions": list(expressions), "mask_pixels": pixels,
-            "window": segmenter.window, "stride": segmenter.stride}
+            "window": segmenter.window, "stride": segmenter.stride, "dilation": segmenter.dilation}

@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder; the trained model goes to OUT/model")
     add_train_options(p, batch_size=4, batch_help="global batch of clips (all processes)",
                       set_example="num_frames=1 lmdf=false")
-    p.add_argument("--frame-stride", type=int, default=1, help="frames between the frames of a training clip")
+    p.add_argument("--frame-stride", type=int, default=None,
+                   help="frames between a clip's frames (default: the model config's frame_stride); stored in the "
+                        "model, so inference uses the same spacing")
     p.add_argument("--eval-expressions", type=int, default=60, help="valid expressions scored during training")
     p.set_defaults(func=_train)
 
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", default=None, help="also write 0/255 PNG masks to MASKS/<k>/<frame>.png")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--stride", type=int, default=None, help="frames between sliding windows (default T/2)")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", type=int, default=None, help="segment only the first N frames")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_predict_video)
 
@@ -54,10 +56,12 @@ def _train(args) -> int:
     from vlalign.models.pretrained import build_model, save_pretrained
     from vlalign.refseg import write_json
 
-    model = build_model(args.model, **_overrides(args.set))
+    overrides = _overrides(args.set)
+    if args.frame_stride is not None:
+        overrides["frame_stride"] = args.frame_stride
+    model = build_model(args.model, **overrides)
     config = train_config(args, model)
-    summary = rvos.train_rvos(model, args.data, config, seed=args.seed, frame_stride=args.frame_stride,
-                              eval_expressions=args.eval_expressions)
+    summary = rvos.train_rvos(model, args.data, config, seed=args.seed, eval_expressions=args.eval_expressions)
     if int(os.environ.get("RANK", "0")) != 0:  # the engine has closed the process group: rank 0 finishes
         return 0
     model_dir = Path(args.out) / "model"

@@ -14,12 +14,19 @@ gallery is one image per (identity, camera) of the other modality, drawn for tri
 above (the stream of their `random.seed(t)`); 10 trials averaged; evaluate with
 `vlalign.metrics.reid.eval_llcm` (removes gallery entries of the query's identity *and* camera).
 
-Directions: "ir_to_vis" = NIR queries against the sampled visible gallery (DEEN `test_mode=[1, 2]`);
-"vis_to_ir" = visible queries against the sampled NIR gallery (DEEN `test_mode=[2, 1]` builds exactly
-these two sets). Caution: for `[2, 1]` DEEN's test.py then calls
-`eval_llcm(-(gallery @ query.T), gallery_pids, query_pids, gallery_cams, query_cams)`, i.e. it ranks all
-visible images for each *sampled NIR* image; to reproduce its printed VIS->IR numbers, evaluate
-`eval_llcm(distmat.T, g.pids, q.pids, g.camids, q.camids)` on the sets returned here, and say so.
+Directions, as DEEN's `test_mode` builds them (`process_query_llcm(mode=test_mode[1])` = every image,
+`process_gallery_llcm(mode=test_mode[0])` = sampled; mode 1 = test_vis, 2 = test_nir):
+
+    "ir_to_vis"  [1, 2]: every NIR image, sampled visible set; each NIR image ranks the sampled visible set
+    "vis_to_ir"  [2, 1]: every visible image, sampled NIR set; but DEEN's test.py (and its AGW copy) then
+                 calls eval_llcm(-(gallery @ query.T), gallery_pids, query_pids, gallery_cams, query_cams):
+                 each *sampled NIR* image ranks *every* visible image
+
+`llcm_test` returns the two sets by DEEN's names (query = every image of the query modality, gallery = the
+sampled other modality). `llcm_ranking` returns them in the roles `eval_llcm` gives them, which is what the
+numbers printed by DEEN's code (and the LLCM README's table) measure: use it to score. For VIS->IR the probes
+are then the sampled NIR images (one per identity and camera) and the ranked list is every visible test image:
+many true matches per probe, so Rank-1 sits above mAP, as in the README's VIS->IR column (AGW 63.72 / 47.21).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 from vlalign.data.regdb import read_index
 from vlalign.data.sysu import ReidImages, list_images, read_id_file
 
-__all__ = ["DIRECTIONS", "TEST_CAMS", "llcm_gallery", "llcm_query", "llcm_test", "llcm_train"]
+__all__ = ["DIRECTIONS", "TEST_CAMS", "llcm_gallery", "llcm_query", "llcm_ranking", "llcm_test", "llcm_train"]
 
 TEST_CAMS = {"vis": (1, 2, 3, 4, 5, 6, 7, 8, 9), "nir": (1, 2, 4, 5, 6, 7, 8, 9)}
 DIRECTIONS = {"ir_to_vis": ("nir", "vis"), "vis_to_ir": ("vis", "nir")}
@@ -98,8 +105,20 @@ def llcm_gallery(root: str | Path, modality: str, trial: int = 0) -> ReidImages:
 
 
 def llcm_test(root: str | Path, direction: str, trial: int = 0) -> tuple[ReidImages, ReidImages]:
-    """(query, gallery) for "ir_to_vis" or "vis_to_ir" (see the module docstring for DEEN's VIS->IR)."""
+    """(query, gallery) for "ir_to_vis" or "vis_to_ir" by DEEN's names: every image of the query modality, one
+    sampled image per (identity, camera) of the other. Score with `llcm_ranking` (module docstring)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {sorted(DIRECTIONS)}, got {direction!r}")
     query_modality, gallery_modality = DIRECTIONS[direction]
     return llcm_query(root, query_modality), llcm_gallery(root, gallery_modality, trial)
+
+
+def llcm_ranking(root: str | Path, direction: str, trial: int = 0) -> tuple[ReidImages, ReidImages]:
+    """(probes, ranked) in the roles DEEN's test.py gives them in `eval_llcm`: each probe ranks the other set.
+
+    ir_to_vis: (every NIR image, sampled visible set); vis_to_ir: (sampled NIR set, every visible image).
+    Score with `eval_llcm(-(probe_feats @ ranked_feats.T), probes.pids, ranked.pids, probes.camids,
+    ranked.camids)`.
+    """
+    query, gallery = llcm_test(root, direction, trial)
+    return (gallery, query) if direction == "vis_to_ir" else (query, gallery)

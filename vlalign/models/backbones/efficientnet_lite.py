@@ -103,6 +103,13 @@ class EfficientNetLite0(nn.Module):
             self.stage_ends.append(len(blocks))  # index one past the stage's last block
         self._blocks = nn.ModuleList(blocks)
 
+    def keep_last_stride(self) -> None:
+        """Re-id's "last stride 1": the stride-32 stage's first block keeps stride 1, so the last map is at
+        stride 16 (twice the resolution, same weights)."""
+        first = self.stage_ends[FEATURE_STAGES[2]]  # the block after the stride-16 output
+        self._blocks[first]._depthwise_conv.stride = (1, 1)  # 112 -> 192 channels: no residual to adjust
+        self.strides = (*self.strides[:3], 16)
+
     def forward(self, image: Tensor, fuse: Fuse | None = None) -> list[Tensor]:
         """image Bx3xHxW in [0,1] -> 4 maps (B, C_i, ceil(H/s_i), ceil(W/s_i)) for s_i in 4, 8, 16, 32.
 

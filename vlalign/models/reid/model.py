@@ -66,6 +66,7 @@ class CLIP4VIReIDConfig:
     text_dir: str | None = None  # lite: transformers folder (None = the MiniLM asset)
     pretrained_text: bool = True
     drop_path_rate: float = 0.1
+    last_stride: int = 2  # lite: stride of the Lite0 stride-32 stage (1 = keep stride 16); the ViT ignores it
     image_size: tuple[int, int] = (288, 144)  # (H, W)
     embed_dim: int = 256  # lite joint space (CLIP brings its own)
     prompt_prefix: str = "A photo of a"
@@ -88,6 +89,7 @@ class CLIP4VIReIDConfig:
     stage_batch_size: tuple[int, int, int] = (64, 64, 64)
     num_instances: int = 8  # K images per identity in a PK batch, half visible, half infrared
     weight_decay: float = 1e-4
+    head_lr_mult: float = 1.0  # BNNeck heads' lr / the stage's lr (stages 2 and 3)
     warmup_iters: int = 10
 
     def __post_init__(self):
@@ -98,6 +100,8 @@ class CLIP4VIReIDConfig:
         for name in ("stage_iters", "stage_lr", "stage_batch_size"):
             if len(getattr(self, name)) != 3:
                 raise ValueError(f"{name} needs 3 values (TSG, IFE, HSA), got {getattr(self, name)}")
+        if self.last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
         if self.num_instances < 2 or self.num_instances % 2:
             raise ValueError(f"num_instances must be even (half visible, half infrared), got {self.num_instances}")
 
@@ -131,10 +135,14 @@ class CLIP4VIReID(nn.Module):
         self.set_stage(1)
 
     # ---- stages ---------------------------------------------------------------------------------------------
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The BNNeck heads (BNs and classifiers), trained from scratch in stages 2 and 3."""
+        return [*self.bottleneck.parameters(), *self.classifier.parameters(), *self.bottleneck_proj.parameters(),
+                *self.classifier_proj.parameters()]
+
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
         """What `stage` trains (everything else is frozen)."""
-        heads = [*self.bottleneck.parameters(), *self.classifier.parameters(), *self.bottleneck_proj.parameters(),
-                 *self.classifier_proj.parameters()]
+        heads = self.head_parameters()
         text = [self.prompt.ctx, *self.text_encoder.head_parameters()]
         if stage == 1:
             params = text
@@ -271,6 +279,8 @@ def _build_towers(config: CLIP4VIReIDConfig) -> tuple[nn.Module, nn.Module]:
         from vlalign.models.text import HFTextEncoder
 
         backbone = efficientnet_lite0_for_model(config.pretrained_backbone, drop_path_rate=config.drop_path_rate)
+        if config.last_stride == 1:
+            backbone.keep_last_stride()
         text = HFTextEncoder.from_dir(config.text_dir, pretrained=config.pretrained_text)
         return LiteImageTower(backbone, config.embed_dim), HFPromptTower(text, config.embed_dim)
 
@@ -314,6 +324,7 @@ def clip4vireid_lite(**overrides: Any) -> CLIP4VIReID:
         "clip4vireid_lite", overrides, image_tower="efficientnet_lite0", image_size=(128, 64), embed_dim=256,
         id_weight=1.0, align_normalize=True, align_scale=20.0, hsa_layers=5, stage_iters=(300, 1500, 500),
         stage_lr=(1e-3, 3.5e-4, 1e-4), stage_batch_size=(64, 32, 32), num_instances=4, warmup_iters=50,
+        last_stride=1, head_lr_mult=10.0,
     )
 
 

@@ -2,8 +2,9 @@
 
 Each of the 4 encoder stages is brought to `dim` channels by a neck (LMDF on the coarse stages, a plain
 1x1 lateral elsewhere); a top-down pathway adds each upsampled coarser map to the next finer one and smooths
-it (3x3 conv, GN, ReLU) down to stride 4; the sentence modulates that stride-4 map (FiLM: x (1 + gamma(s)) +
-beta(s), so that the mask head itself reads the language), and a head predicts one logit per stride-4 pixel.
+it (3x3 conv, GN, ReLU) down to stride 4; a 1x1 embedding of the cell-centre coordinates is added, the
+sentence modulates that stride-4 map (FiLM: x (1 + gamma(s)) + beta(s), so that the mask head itself reads the
+language), and a head predicts one logit per stride-4 pixel.
 The model upsamples it to the input size.
 """
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlalign.models.rvos.lmdf import group_norm
+from vlalign.models.rvos.lmdf import centre_coords, group_norm
 
 __all__ = ["Lateral", "FPNDecoder"]
 
@@ -31,7 +32,8 @@ class Lateral(nn.Module):
         super().__init__()
         self.proj = nn.Sequential(nn.Conv2d(in_dim, dim, 1, bias=False), group_norm(dim))
 
-    def forward(self, x: torch.Tensor, sentence: torch.Tensor | None = None, num_frames: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sentence: torch.Tensor | None = None, num_frames: int = 1,
+                motion: torch.Tensor | None = None) -> torch.Tensor:
         return self.proj(x)
 
 
@@ -42,6 +44,7 @@ class FPNDecoder(nn.Module):
         super().__init__()
         self.smooth = nn.ModuleList(_conv_gn_relu(dim, dim) for _ in range(num_levels - 1))
         self.film = nn.Linear(lang_dim, 2 * dim)
+        self.position = nn.Conv2d(2, dim, 1)  # cell-centre coordinates, added before the FiLM (see forward)
         self.head = nn.Sequential(_conv_gn_relu(dim, dim), nn.Conv2d(dim, 1, 1))
         # start at the background-dominated prior instead of p = 0.5 (a stable first few hundred steps)
         nn.init.constant_(self.head[-1].bias, math.log(prior / (1 - prior)))
@@ -51,5 +54,7 @@ class FPNDecoder(nn.Module):
         for i in range(len(maps) - 2, -1, -1):
             p = F.interpolate(p, size=maps[i].shape[-2:], mode="bilinear", align_corners=False) + maps[i]
             p = self.smooth[i](p)
+        # position enters before the sentence's FiLM, so "the one at the top" can scale the channels that carry y
+        p = p + self.position(centre_coords(*p.shape[-2:], p.device, p.dtype)[None])
         gamma, beta = self.film(sentence).to(p.dtype)[:, :, None, None].chunk(2, dim=1)
         return self.head(p * (1 + gamma) + beta)

@@ -49,7 +49,7 @@ from vlalign.models.alignformer.losses import bce_loss, dice_loss
 from vlalign.models.backbones import build_backbone
 from vlalign.models.builder import require_text_dir, variant_config
 from vlalign.models.rvos.decoder import FPNDecoder, Lateral
-from vlalign.models.rvos.lmdf import LMDF
+from vlalign.models.rvos.lmdf import LMDF, rgb_difference
 from vlalign.models.rvos.vlmg import VLMG, text_stage_layers
 from vlalign.models.segmenter import ReferringModel
 from vlalign.models.text import HFTextEncoder
@@ -71,6 +71,7 @@ class RVOSConfig:
     max_tokens: int = 20
     input_size: int = 320
     num_frames: int = 5  # frames per training clip (and the inference window)
+    frame_stride: int = 1  # video frames between a clip's frames, in training and inference (VideoSegmenter)
     text_stage_layers: list[int] | None = None  # text layers per visual stage; None = even split (vlmg.py)
     vlmg_heads: int = 1
     vlmg_gate_zero_init: str = "output"
@@ -79,6 +80,7 @@ class RVOSConfig:
     lmdf_kernel: int = 3
     lmdf_dilations: list[int] = field(default_factory=lambda: [1, 2, 3])
     lmdf_groups: int = 8
+    lmdf_motion: bool = True  # LMDF's RGB-difference motion cue (lmdf.py)
     decoder_dim: int = 256
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.0
@@ -89,8 +91,9 @@ class RVOSConfig:
     backbone_lr_mult: float = 0.1
 
     def __post_init__(self):
-        if self.num_frames < 1 or self.input_size < 1:
-            raise ValueError(f"num_frames and input_size must be >= 1, got {self.num_frames}, {self.input_size}")
+        if self.num_frames < 1 or self.input_size < 1 or self.frame_stride < 1:
+            raise ValueError(f"num_frames, input_size and frame_stride must be >= 1, got {self.num_frames}, "
+                             f"{self.input_size}, {self.frame_stride}")
         if any(s not in range(4) for s in self.lmdf_stages):
             raise ValueError(f"lmdf_stages must be backbone stage indices in 0..3, got {self.lmdf_stages}")
 
@@ -139,7 +142,8 @@ class TwoStreamRVOS(ReferringModel):
         b, t, _, h, w = frames.shape
         token_mask = token_mask.bool()
         features, sentence = self.encode(frames.flatten(0, 1), tokens, token_mask)
-        maps = [neck(f, sentence, t) for neck, f in zip(self.necks, features)]
+        motion = rgb_difference(frames) if self.config.lmdf and self.config.lmdf_motion else None
+        maps = [neck(f, sentence, t, motion) for neck, f in zip(self.necks, features)]
         logits = self.decoder(maps, sentence.repeat_interleave(t, dim=0))  # (B*T, 1, H/4, W/4)
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).view(b, t, h, w)
         out: dict[str, Any] = {"logits": logits}
@@ -169,7 +173,7 @@ class TwoStreamRVOS(ReferringModel):
         channels, d, dim = tuple(backbone.out_channels), text.dim, config.decoder_dim
         vlmg = nn.ModuleList(VLMG(c, d, config.vlmg_heads, config.vlmg_gate_zero_init) for c in channels)
         necks = nn.ModuleList(
-            LMDF(c, d, dim, config.lmdf_kernel, config.lmdf_dilations, config.lmdf_groups)
+            LMDF(c, d, dim, config.lmdf_kernel, config.lmdf_dilations, config.lmdf_groups, config.lmdf_motion)
             if config.lmdf and i in config.lmdf_stages else Lateral(c, dim)
             for i, c in enumerate(channels))
         return cls(config, backbone, text, vlmg, necks, FPNDecoder(dim, d, len(channels)))
