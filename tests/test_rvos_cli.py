@@ -96,3 +96,30 @@ def test_predict_video_names_a_missing_or_unreadable_video(tmp_path):
     bad.write_text("not a video")
     with pytest.raises(ValueError, match=r"bad\.mp4: OpenCV cannot open this video"):
         predict_video(bad, ["the square"], tmp_path / "out.mp4", segmenter=None)
+
+
+def test_predict_video_max_frames_writes_a_readable_mp4(bert_dir, tmp_path, capsys):
+    """An untrained tiny model saved with save_pretrained: --max-frames 4 of a 9-frame video -> 4 overlay frames."""
+    import torch
+
+    from vlalign.models.pretrained import build_model, save_pretrained
+
+    torch.manual_seed(0)
+    weights = save_pretrained(build_model("twostream_r101", **TINY, text_dir=bert_dir), tmp_path / "model")
+    source, out = tmp_path / "in.avi", tmp_path / "overlay.mp4"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 10, (36, 28))
+    for i in range(9):
+        writer.write(np.full((28, 36, 3), 20 * i, np.uint8))
+    writer.release()
+    assert main(["predict-video", str(source), "the square", "--weights", str(weights), "--out", str(out),
+                 "--max-frames", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 4
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    capture.release()
+    assert len(frames) == 4 and frames[0].shape == (28, 36, 3)
+    # the whole video when --max-frames is not given
+    assert main(["predict-video", str(source), "the square", "--weights", str(weights), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 9

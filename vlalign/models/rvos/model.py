@@ -20,9 +20,10 @@ shared/reference/rvos.md); everything else is **ours**:
     stages (vlmg.text_stage_layers): BERT-base 3-3-3-3, MiniLM 1-1-2-2.
   * VLMG = the project's bidirectional attention (alignformer.vlba.VLBA, gated residuals, one head) over the
     clip: the T frames share one set of words (vlmg.py).
-  * LMDF on stages 3 and 4 (`lmdf_stages`), 3-D conv context, 3x3 kernels at dilations 1, 2, 3, softmax over
-    the taps, kernels shared within channel groups (lmdf.py). `lmdf=False` uses plain laterals: with
-    `num_frames=1` that is the single-frame control.
+  * LMDF on stages 3 and 4 (`lmdf_stages`), 3-D conv context over the features, an RGB-difference motion cue
+    and the cell coordinates; 3x3 kernels at dilations 1, 2, 3, softmax over the taps, kernels shared within
+    channel groups (lmdf.py). `lmdf=False` uses plain laterals: with `num_frames=1` that is the single-frame
+    control.
   * sentence = masked mean of the final (vision-guided) words; it conditions LMDF and the decoder (FiLM).
   * loss: BCE + soft Dice (alignformer.losses) over the frames marked `valid` (annotated), equal weights.
   * the clip is the unit: every frame of a clip is predicted from the whole clip; inference on long videos
@@ -31,8 +32,9 @@ shared/reference/rvos.md); everything else is **ours**:
     stream is *not* shared between them: language enters after the first visual stage, so every stage's
     output depends on the sentence, and the backbone contract runs all stages in one call.
   * recipe: AdamW; paper scale 320x320, T = 5, lr 1e-4 with both pretrained streams at 0.1x (untuned);
-    lite 128x128, T = 3 (sized for 2 CPU cores), lr 6e-4, backbone 0.25x, MiniLM 0.05x (alignformer_lite's
-    multiples).
+    lite 128x128, T = 3 frames 2 apart (`frame_stride`: a slow object moves a few pixels between stored
+    frames, too little for the coarse stages), LMDF also on stage 2 (stride 8), lr 6e-4, backbone 0.25x,
+    MiniLM 0.05x (alignformer_lite's multiples); sized for 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -193,11 +195,12 @@ def twostream_r101(**overrides: Any) -> TwoStreamRVOS:
 
 
 def twostream_lite(**overrides: Any) -> TwoStreamRVOS:
-    """EfficientNet-Lite0 + all-MiniLM-L6-v2 (offline assets, real weights), 128x128, clips of 3 frames, a
-    64-d LMDF and decoder: sized to train on a 2-core CPU."""
+    """EfficientNet-Lite0 + all-MiniLM-L6-v2 (offline assets, real weights), 128x128, clips of 3 frames 2 apart,
+    a 64-d LMDF (from stride 8 on) and decoder: sized to train on a 2-core CPU."""
     return _twostream(
         "twostream_lite", overrides, backbone="efficientnet_lite0", backbone_kwargs={"drop_path_rate": 0.1},
-        pretrained_backbone=True, text_dir=None, input_size=128, num_frames=3, lmdf_groups=4, decoder_dim=64,
+        pretrained_backbone=True, text_dir=None, input_size=128, num_frames=3, frame_stride=2, lmdf_stages=[1, 2, 3],
+        lmdf_groups=4, decoder_dim=64,
         lr=6e-4, backbone_lr_mult=0.25, text_lr_mult=0.05,
     )
 
