@@ -1,15 +1,17 @@
 """Speed of referring video segmentation on this machine: frames per second of the two-stream model (paper scale
-and lite) through the sliding-window VideoSegmenter, peak memory on a long video, and the J&F scorer against a
+and lite) through the sliding-window VideoSegmenter, memory on a long video, and the J&F scorer against a
 straightforward per-frame scikit-image implementation.
 
-    .venv/bin/python benchmarks/speed_rvos.py --write          # -> benchmarks/results/speed_rvos.md
-    .venv/bin/python benchmarks/speed_rvos.py --frames 12 --long-frames 40 --jf-frames 5 --skip-paper-scale
+    .venv/bin/python benchmarks/speed_rvos.py --write          # -> benchmarks/results/speed_rvos.md (~5 min)
+    .venv/bin/python benchmarks/speed_rvos.py --smoke          # a quick check that everything runs
 
 Random weights (speed does not depend on them); paper scale uses a BERT-base-shaped random text encoder.
 fps = video frames segmented per second for one expression, everything included (resize, windows of the model's
-clip length every ceil(T/2) frames, upsampling and thresholding at the frame's size). Memory: peak RSS of the
-process after a short video and after the long one (same resolution): a sliding window that holds only its
-window keeps them equal.
+clip length every ceil(T/2) frames at the model's frame spacing, upsampling and thresholding at the frame's
+size). Paper scale is timed on fewer frames (`--paper-frames`): it is far slower, and steady after a few windows.
+Memory: the lite model over a short video, then a 1,000-frame one (same resolution) in the same process: the
+peak RSS after each, and the RSS sampled along the long video; a sliding window that holds only its window keeps
+them flat. The J&F scorer is checked against the plain loop (every J and F equal to 1e-9) before it is timed.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # speed_alignformer's helpers, when imported from elsewhere
-from report import publish  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # sibling modules, also when imported from elsewhere
+from report import footer, publish  # noqa: E402
 from speed_alignformer import bert_base_dir, matmul_peak  # noqa: E402
 
 from vlalign.metrics.vos import bound_pixels, boundary_f, region_similarity  # noqa: E402
@@ -35,6 +37,7 @@ from vlalign.models.pretrained import build_model  # noqa: E402
 from vlalign.video_predictor import VideoSegmenter  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "speed_rvos.md"
+SMOKE = {"frames": 9, "paper_frames": 6, "long_frames": 40, "jf_frames": 5}
 EXPRESSION = "the square moving to the left"
 
 
@@ -48,29 +51,49 @@ def frames(n: int, height: int, width: int):
 
 
 def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def video_fps(model, n: int, height: int, width: int) -> tuple[float, int]:
+def rss_mib() -> float:
+    """Resident memory now (VmRSS), NaN where /proc is not available."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return math.nan
+
+
+def video_fps(model, n: int, height: int, width: int) -> float:
+    """Frames per second over n frames, after one window of warm-up."""
     seg = VideoSegmenter(model)
-    list(seg.stream(frames(seg.window, height, width), [EXPRESSION]))  # warm-up
+    # a full window: with a frame spacing d (the model's frame_stride) a window spans (T - 1) d + 1 frames
+    sum(1 for _ in seg.stream(frames((seg.window - 1) * seg.dilation + 1, height, width), [EXPRESSION]))
     tic = time.perf_counter()
     count = sum(1 for _ in seg.stream(frames(n, height, width), [EXPRESSION]))
-    return count / (time.perf_counter() - tic), seg.max_held
+    return count / (time.perf_counter() - tic)
 
 
-def long_video_memory(model, args) -> tuple:
-    """Peak RSS after a short video, then after the long one (same frames): (short, MiB, long, MiB, s, held)."""
+def long_video_memory(model, n: int, height: int, width: int, samples: int = 5) -> dict:
+    """Peak RSS after a short video, then after an n-frame one, with the RSS sampled along the long one."""
     seg = VideoSegmenter(model)
-    short = max(2 * model.config.num_frames, args.long_frames // 20)
-    sum(1 for _ in seg.stream(frames(short, args.height, args.width), [EXPRESSION]))
-    rss_short = peak_rss_mib()
+    short = max(2 * seg.window * seg.dilation, n // 20)
+    sum(1 for _ in seg.stream(frames(short, height, width), [EXPRESSION]))
+    peak_short, along = peak_rss_mib(), {}
+    marks = {max(1, round(n * (k + 1) / samples)) - 1 for k in range(samples)}
     tic = time.perf_counter()
-    count = sum(1 for _ in seg.stream(frames(args.long_frames, args.height, args.width), [EXPRESSION]))
-    return short, rss_short, count, peak_rss_mib(), time.perf_counter() - tic, seg.max_held
+    count = 0
+    for index, *_ in seg.stream(frames(n, height, width), [EXPRESSION]):
+        count += 1
+        if index in marks:
+            along[index + 1] = rss_mib()
+    return {"short": short, "peak_short": peak_short, "long": count, "peak_long": peak_rss_mib(),
+            "along": along, "seconds": time.perf_counter() - tic, "held": seg.max_held,
+            "dilation": seg.dilation}
 
 
 def train_step(model, batch: int, repeats: int = 2) -> float:
+    """Median seconds of one optimisation step on `batch` random clips (forward, backward, AdamW)."""
     size, t = model.config.input_size, model.config.num_frames
     tok = model.tokenize([EXPRESSION] * batch)
     clip, masks = torch.rand(batch, t, 3, size, size), (torch.rand(batch, t, size, size) > 0.7).float()
@@ -125,6 +148,7 @@ def naive_jf(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scorer_speed(n: int, height: int = 480, width: int = 854) -> dict:
+    """Both scorers on n frames of one object; raises if any J or F differs by more than 1e-9."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:height, :width]
     gt, pred = np.zeros((n, height, width), bool), np.zeros((n, height, width), bool)
@@ -132,67 +156,95 @@ def scorer_speed(n: int, height: int = 480, width: int = 854) -> dict:
         cy, cx, ry, rx = rng.integers(120, 360), rng.integers(200, 650), rng.integers(30, 110), rng.integers(30, 150)
         gt[t] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
         pred[t] = ((yy - cy - rng.integers(-6, 7)) / ry) ** 2 + ((xx - cx - rng.integers(-6, 7)) / (rx + 5)) ** 2 <= 1
+    # the official edge cases too: a missed object, a false alarm, an object out of view and not predicted
+    for t, (g, p) in zip(range(1, n, 10), [(True, False), (False, True), (False, False)] * n):
+        gt[t] &= g
+        pred[t] &= p
     tic = time.perf_counter()
     j_fast, f_fast = region_similarity(gt, pred), boundary_f(gt, pred)
     fast = time.perf_counter() - tic
     tic = time.perf_counter()
     j_ref, f_ref = naive_jf(gt, pred)
     naive = time.perf_counter() - tic
+    diff = float(max(np.abs(j_fast - j_ref).max(), np.abs(f_fast - f_ref).max()))
+    if not diff <= 1e-9:
+        raise AssertionError(f"vlalign.metrics.vos and the per-frame loop disagree by {diff} (J or F)")
     return {"frames": n, "size": (height, width), "radius": bound_pixels((height, width)), "ours_s": fast,
-            "naive_s": naive, "max_diff": float(max(np.abs(j_fast - j_ref).max(), np.abs(f_fast - f_ref).max()))}
+            "naive_s": naive, "max_diff": diff, "mean_j": float(j_fast.mean()), "mean_f": float(f_fast.mean())}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--frames", type=int, default=60, help="frames timed for fps")
-    p.add_argument("--long-frames", type=int, default=1000, help="the long video of the memory check")
-    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--frames", type=int, default=60, help="frames timed for the lite model's fps")
+    p.add_argument("--paper-frames", type=int, default=24, help="frames timed for the paper-scale fps")
+    p.add_argument("--long-frames", type=int, default=1000, help="the long video of the memory check (lite)")
+    p.add_argument("--height", type=int, default=360, help="height of the video frames (before the model's resize)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--jf-frames", type=int, default=100, help="480x854 frames scored by both J&F implementations")
     p.add_argument("--skip-paper-scale", action="store_true")
+    p.add_argument("--smoke", action="store_true", help=f"small numbers: {SMOKE}")
     p.add_argument("--write", action="store_true")
     args = p.parse_args(argv)
+    if args.smoke:
+        if args.write:
+            p.error("--smoke numbers are not published; drop --write")
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # before the first parallel op (shared/docs/performance.md)
+    started = time.perf_counter()
     peak = matmul_peak()
-    variants = [("twostream_lite", {"pretrained_backbone": False, "pretrained_text": False}, 4)]
-    if not args.skip_paper_scale:  # after lite: the process-wide peak RSS of the memory check must be lite's
-        variants.append(("twostream_r101", {"text_dir": bert_base_dir(), "pretrained_text": False}, 1))
+    # lite first: the process-wide peak RSS of the memory check must be lite's, not paper scale's
+    variants = [("twostream_lite", {"pretrained_backbone": False, "pretrained_text": False}, 4, args.frames)]
+    if not args.skip_paper_scale:
+        variants.append(("twostream_r101", {"text_dir": bert_base_dir(), "pretrained_text": False}, 1,
+                         args.paper_frames))
     rows, memory = [], None
-    for name, overrides, step_batch in variants:
+    for name, overrides, step_batch, n in variants:
         model = build_model(name, **overrides).eval()
         params = sum(q.numel() for q in model.parameters()) / 1e6
-        fps, _ = video_fps(model, args.frames, args.height, args.width)
-        if memory is None:
-            memory = long_video_memory(model, args)
+        fps = video_fps(model, n, args.height, args.width)
+        if memory is None:  # before the train step, whose activations would set the peak
+            memory = long_video_memory(model, args.long_frames, args.height, args.width)
+            print(memory, flush=True)
         step = train_step(model, step_batch)
-        rows.append((name, model.config.input_size, model.config.num_frames, params, fps, step, step_batch))
+        rows.append((name, model.config.input_size, model.config.num_frames, params, n, fps, step, step_batch))
         print(rows[-1], flush=True)
         del model
-    short, rss_short, count, rss_long, long_s, held = memory
     jf = scorer_speed(args.jf_frames)
     print(jf, flush=True)
+    total = time.perf_counter() - started
 
-    lines = ["| model | input | clip T | params (M) | video fps (1 expression) | train step (s) |",
-             "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {n} | {s}x{s} | {t} | {pm:.1f} | {f:.2f} | {st:.2f} (b={b} clips) |"
-              for n, s, t, pm, f, st, b in rows]
-    text = (f"# Referring video segmentation speed on this machine\n\nMeasured {date.today()} on "
-            f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads, torch "
-            f"{torch.__version__}, flush-to-zero on), random weights, fp32; matmul peak in the same process "
-            f"{peak:.0f} GFLOP/s. Frames {args.width}x{args.height}, sliding window of the model's clip length, "
-            f"stride ceil(T/2).\n\nReproduce: `.venv/bin/python benchmarks/speed_rvos.py "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n" + "\n".join(lines) + "\n\n"
-            f"## Memory on a long video (twostream_lite)\n\n| video | frames | peak RSS (MiB) |\n|---|---:|---:|\n"
-            f"| short | {short} | {rss_short:.0f} |\n| long | {count} | {rss_long:.0f} |\n\n"
-            f"The long video took {long_s:.0f} s ({count / long_s:.1f} fps); the segmenter held at most "
-            f"{held} frames at once (resized window + pending predictions).\n\n"
-            f"## J&F scorer\n\n{jf['frames']} frames of {jf['size'][1]}x{jf['size'][0]} (F tolerance {jf['radius']}"
-            f" px), one object: `vlalign.metrics.vos` (region_similarity + boundary_f) {jf['ours_s']:.3f} s vs a "
-            f"per-frame loop with skimage `dilation(disk)` on full frames {jf['naive_s']:.3f} s: "
-            f"{jf['naive_s'] / jf['ours_s']:.1f}x faster; largest difference of any J or F value "
-            f"{jf['max_diff']:.1e}.\n")
+    lines = ["| model | input | clip T | params (M) | frames timed | video fps (1 expression) | train step (s) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {s}x{s} | {t} | {pm:.1f} | {k} | {f:.2f} | {st:.2f} (b={b} clips) |"
+              for n, s, t, pm, k, f, st, b in rows]
+    m = memory
+    along = ", ".join(f"{rss:.0f} MiB at frame {i}" for i, rss in sorted(m["along"].items()))
+    text = (
+        f"# Referring video segmentation speed on this machine\n\nMeasured {date.today()} on "
+        f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads, torch {torch.__version__}"
+        f", flush-to-zero on), random weights, fp32; matmul peak in the same process {peak:.0f} GFLOP/s; the whole "
+        f"run took {total / 60:.1f} min.\n\n"
+        f"## Frames per second\n\n`VideoSegmenter.stream` over generated {args.width}x{args.height} RGB frames, one "
+        f"expression, sliding window of the model's clip length T with stride ceil(T/2), after one window of "
+        f"warm-up; everything from the frame array to the boolean mask at the frame's size is timed. The train "
+        f"step (forward, backward, AdamW on random clips at the input size) is the median of 2 after one "
+        f"warm-up.\n\n" + "\n".join(lines) + "\n\n"
+        f"## Memory on a long video (twostream_lite)\n\nThe same lite model in the same process, frames "
+        f"{args.width}x{args.height}: peak RSS after a short video, then after a long one.\n\n"
+        f"| video | frames | peak RSS of the process (MiB) |\n|---|---:|---:|\n"
+        f"| short | {m['short']} | {m['peak_short']:.0f} |\n| long | {m['long']} | {m['peak_long']:.0f} |\n\n"
+        f"Resident memory along the long video: {along}. The long video took {m['seconds']:.0f} s "
+        f"({m['long'] / m['seconds']:.1f} fps); the segmenter held at most {m['held']} frames at once (resized "
+        f"windows + pending predictions; frame spacing {m['dilation']}).\n\n"
+        f"## J&F scorer\n\n{jf['frames']} frames of {jf['size'][1]}x{jf['size'][0]} (F tolerance {jf['radius']}"
+        f" px), one object per frame (ellipses, predictions a few pixels off; every 10th frame from the second an "
+        f"edge case: missed object, false alarm, or both empty): `vlalign.metrics.vos` (region_similarity + "
+        f"boundary_f) {jf['ours_s']:.3f} s vs a per-frame loop with skimage `dilation(disk)` on full frames "
+        f"(`naive_jf` in this script) {jf['naive_s']:.3f} s: {jf['naive_s'] / jf['ours_s']:.1f}x faster. Every J "
+        f"and F agrees (largest difference {jf['max_diff']:.1e}; mean J {jf['mean_j']:.4f}, mean F "
+        f"{jf['mean_f']:.4f}).\n\n" + footer("speed_rvos.py", argv))
     publish(text, RESULTS.name, args.write)
     return 0
 
