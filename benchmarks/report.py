@@ -22,6 +22,23 @@ def footer(script: str, argv: list[str] | None) -> str:
             f"- Date: {date.today()}\n")
 
 
+def speed_args(p, argv: list[str] | None, smoke: dict):
+    """Add --smoke / --write to a speed script's parser, parse, and set up torch: `--smoke` applies the small
+    numbers in `smoke` and is never published; threads from `args.threads`, flush-to-zero on."""
+    import torch
+
+    p.add_argument("--smoke", action="store_true", help=f"small numbers: {smoke}")
+    p.add_argument("--write", action="store_true")
+    args = p.parse_args(argv)
+    if args.smoke:
+        if args.write:
+            p.error("--smoke numbers are not published; drop --write")
+        vars(args).update(smoke)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # before the first parallel op (shared/docs/performance.md)
+    return args
+
+
 def publish(text: str, name: str, write: bool) -> None:
     """Print the report; with `write`, also to benchmarks/results/<name>."""
     print(text)

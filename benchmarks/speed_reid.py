@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))  # sibling modules, also when imported from elsewhere
-from report import footer, publish  # noqa: E402
+from report import footer, publish, speed_args  # noqa: E402
 
 from vlalign.data.reid_train import load_test_image  # noqa: E402
 from vlalign.metrics.reid import eval_sysu  # noqa: E402
@@ -207,15 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=768 + 512, help="feature dimension (vitb16: CLS 768 + proj 512)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (medians)")
     p.add_argument("--skip-paper-scale", action="store_true", help="lite only")
-    p.add_argument("--smoke", action="store_true", help=f"small numbers: {SMOKE}")
-    p.add_argument("--write", action="store_true")
-    args = p.parse_args(argv)
-    if args.smoke:
-        if args.write:
-            p.error("--smoke numbers are not published; drop --write")
-        vars(args).update(SMOKE)
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # before the first parallel op (shared/docs/performance.md)
+    args = speed_args(p, argv, SMOKE)
 
     names = ["clip4vireid_lite"] + ([] if args.skip_paper_scale else ["clip4vireid_vitb16"])
     rows = []

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # sibling modules, also when imported from elsewhere
-from report import footer, publish  # noqa: E402
+from report import footer, publish, speed_args  # noqa: E402
 from speed_alignformer import bert_base_dir, matmul_peak  # noqa: E402
 
 from vlalign.metrics.vos import bound_pixels, boundary_f, region_similarity  # noqa: E402
@@ -183,15 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--jf-frames", type=int, default=100, help="480x854 frames scored by both J&F implementations")
     p.add_argument("--skip-paper-scale", action="store_true")
-    p.add_argument("--smoke", action="store_true", help=f"small numbers: {SMOKE}")
-    p.add_argument("--write", action="store_true")
-    args = p.parse_args(argv)
-    if args.smoke:
-        if args.write:
-            p.error("--smoke numbers are not published; drop --write")
-        vars(args).update(SMOKE)
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # before the first parallel op (shared/docs/performance.md)
+    args = speed_args(p, argv, SMOKE)
     started = time.perf_counter()
     peak = matmul_peak()
     # lite first: the process-wide peak RSS of the memory check must be lite's, not paper scale's
