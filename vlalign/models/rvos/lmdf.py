@@ -38,16 +38,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlalign.models.efn.fusion import coord_maps
+
 __all__ = ["LMDF", "centre_coords", "dynamic_filter", "group_norm", "rgb_difference"]
 
 MOTION_PATCH = 4  # the motion cue is resized to 4x the stage's resolution, then embedded in 4x4 patches
 
 
 def centre_coords(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
-    """(2, h, w): x (along the width) and y of each cell's centre, in [-1, 1]."""
-    x = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * 2 / w - 1
-    y = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * 2 / h - 1
-    return torch.stack([x.view(1, w).expand(h, w), y.view(h, 1).expand(h, w)]).to(dtype or torch.float32)
+    """(2, h, w): x (along the width) and y of each cell's centre, in [-1, 1]: EFN's centre maps."""
+    return coord_maps(1, h, w, device, dtype)[0, 4:6]
 
 
 def rgb_difference(frames: torch.Tensor) -> torch.Tensor:
