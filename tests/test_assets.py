@@ -66,3 +66,14 @@ def test_check_command_runs_as_a_module():
     assert result.returncode == (0 if all(line.startswith("ok") for line in lines) else 1)
     assert subprocess.run([sys.executable, "-m", "vlalign.assets", "--bogus"], capture_output=True,
                           timeout=60).returncode == 2
+
+
+def test_vtest_video_is_found_under_the_env_folder_or_named_with_the_apt_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(assets, "_OPENCV_DOC_VTEST", assets.Path("no/such/dir/vtest.avi"))
+    monkeypatch.setenv("VLALIGN_OPENCV_DOC", str(tmp_path))
+    with pytest.raises(assets.AssetMissing, match=r"vtest\.avi not found .*apt-get download opencv-doc"):
+        assets.vtest_video()
+    video = tmp_path / "no/such/dir/vtest.avi"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"x")
+    assert assets.vtest_video() == video
