@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - tic
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # a request still running in the server: do not leave it behind
+            proc.kill()
+            proc.wait()
         tmp.cleanup()
     total = args.clients * args.requests
     lat = np.array(latencies) if latencies else np.array([float("nan")])

@@ -6,25 +6,35 @@ Referring segmenters: inputs `image` (B, 3, H, W) float32 in [0, 1] (the model n
 (B, L) int64 and `token_mask` (B, L) bool; output `logits` (B, H, W) at the input resolution. The tokenizer
 stays in Python: it is the folder's own (`text/` for BERT-family encoders, the word list in config.json for
 EFN's GRU); run `model.tokenize(sentences)` (or any tokenizer that reproduces it) and feed its two tensors.
-Batch B and token count L (up to the model's `max_tokens`) are dynamic. The image size:
-- AlignFormer: fixed to the model's square `input_size`. Its deformable attention lays the feature levels out
-  on one canvas whose gather index is built in Python from the feature-map sizes
-  (`ms_deform_attn._canvas_layout`); traced, the index is a constant of one size. The models are trained and
-  used at that one size anyway: `ReferringSegmenter` resizes every image to it (ResizeSquare).
-  AlignFormers with a Swin backbone (`alignformer_swin_b/t`) do not export yet: Swin's window attention calls
-  scaled_dot_product_attention on 5-D tensors, which onnxscript's converter refuses (4-D only);
-  `alignformer_lite` (EfficientNet-Lite0) exports.
-- EFN: dynamic height and width (multiples of 32: the backbone's stride); trained at `input_size`, so other
-  sizes are possible but not what it learned.
-Re-id image encoder: input `image` (B, 3, H, W) float32 in [0, 1] at the model's input size, output `features`
-(B, D), the L2-normalised test feature (what `vlalign.reid.extract_features` computes); dynamic batch.
+Batch B and token count L (up to the model's `max_tokens`) are dynamic. Re-id image encoder: input `image`
+(B, 3, H, W) float32 in [0, 1], output `features` (B, C + D), the L2-normalised test feature (what
+`vlalign.reid.extract_features` computes); dynamic batch.
+
+The image size is fixed, for every model, to the size it is trained and used at (`input_size`, square, for the
+segmenters; `image_size` (H, W) for re-id): resize first, as `ReferringSegmenter` (ResizeSquare) and
+`extract_features` do. Why:
+- AlignFormer (every backbone: `alignformer_lite`, `alignformer_swin_t/b`): its deformable attention lays the
+  feature levels out on one canvas whose gather index is built in Python from the feature-map sizes
+  (`ms_deform_attn._canvas_layout`), and Swin builds its window padding and shifted-window masks in Python
+  from the input size; traced, both are constants of that one size.
+- EFN and the re-id lite tower (EfficientNet-Lite0): the graph itself could take other sizes, but tracing them
+  symbolically does not finish: the TF-"same" paddings (ceil / max of the size at every stride) grow
+  expressions that torch.export's shape solver (sympy) works on for more than 15 minutes for a tiny model
+  (measured; EFN's co-attention multiplies HW by HW on top), against ~30 s at a fixed size.
+- CLIP ViT towers: their positional embeddings are resized to one grid.
+EFN's GRU reads packed sequences in PyTorch, which torch.export cannot trace, and gathers its real tokens with
+a boolean mask (a data-dependent size): the export swaps in stand-ins with the same weights and the same
+numbers (`_PaddedGRU`: the forward direction read at each sentence's last word, the backward one run over
+each sentence reversed within its length; `_DenseLanguageHeads`: the heads over every position, padding
+zeroed after), then puts the originals back.
 
 The exporter is torch's dynamo-based one (`torch.export` + onnxscript), without its graph optimisation pass
 (slow, and onnxruntime optimises the graph itself when it loads it). The older TorchScript tracer gives wrong
 numbers on these models (measured: the text encoder and backbone outputs already differ), so it is not used.
 `verify` runs the exported graph with onnxruntime on a batch and token count other than the traced ones and
-compares with PyTorch: max |difference| of the outputs <= `atol` (default 1e-2 on logits; measured ~1.4e-3
-for a tiny AlignFormer whose logits reach ~1, from float32 reordering in the deformable sampling).
+compares with PyTorch: max |difference| of the outputs <= `atol` (default 1e-2; measured with tiny random
+models: ~1.4e-3 for an AlignFormer whose logits reach ~1, from float32 reordering in the deformable sampling;
+~5e-7 for EFN; tests/test_export_onnx.py checks each family).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["DEFAULT_ATOL", "ExportReport", "export_onnx", "export_model_folder", "onnxruntime_session"]
@@ -50,8 +61,8 @@ class ExportReport:
     kind: str  # "referring" | "reid"
     inputs: list[str]
     dynamic: dict[str, dict[int, str]]
-    image_size: tuple[int, int]  # the traced size (the fixed one where the size is not dynamic)
-    dynamic_size: bool
+    image_size: tuple[int, int]  # (H, W) the graph takes
+    dynamic_size: bool  # False for every model today (see the module docstring); the CLI reports it
     max_abs_diff: float | None = None  # onnxruntime vs PyTorch on the verification batch
 
 
@@ -67,22 +78,93 @@ class _Logits(nn.Module):
 
 
 class _ReidFeatures(nn.Module):
+    """A re-id model's image encoder as a graph: image -> the L2-normalised test feature."""
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, image):
-        return self.model.encode_image(image)
+        return self.model.extract(image)
+
+
+class _PaddedGRU(nn.Module):
+    """EFN's GRU text encoder without packed sequences, which torch.export cannot trace; same weights, same numbers.
+
+    Packed, the bidirectional GRU's sentence state is the forward direction after each sentence's last word and
+    the backward direction after its first word, having started at the last one. On padded input a
+    unidirectional GRU gives the former at position length - 1 (padding comes after it, so it cannot leak in);
+    the backward weights, run forward over each sentence reversed within its length, give the latter there.
+    """
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder  # its embedding and word MLP, and tokenize for the caller
+        gru = encoder.gru
+        self.forward_gru = nn.GRU(gru.input_size, gru.hidden_size, batch_first=True)
+        self.backward_gru = nn.GRU(gru.input_size, gru.hidden_size, batch_first=True)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            setattr(self.forward_gru, f"{name}_l0", getattr(gru, f"{name}_l0"))
+            setattr(self.backward_gru, f"{name}_l0", getattr(gru, f"{name}_l0_reverse"))
+
+    def tokenize(self, texts):
+        return self.encoder.tokenize(texts)
+
+    def forward(self, tokens, token_mask):
+        """tokens (B, L), token_mask (B, L) bool, real tokens first -> (B, L, word_dim), (B, 2*hidden)."""
+        words = self.encoder.mlp(self.encoder.embedding(tokens))  # (B, L, word_dim)
+        lengths = token_mask.sum(1).clamp(min=1)[:, None]  # (B, 1), as pack_padded_sequence's lengths
+        pos = torch.arange(tokens.shape[1], device=tokens.device)[None]  # (1, L)
+        flipped = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B, L): reversed within each length
+        reversed_words = words.gather(1, flipped[..., None].expand_as(words))
+        last = (lengths - 1)[..., None].expand(-1, 1, self.forward_gru.hidden_size)  # (B, 1, hidden)
+        h_forward = self.forward_gru(words)[0].gather(1, last)[:, 0]
+        h_backward = self.backward_gru(reversed_words)[0].gather(1, last)[:, 0]
+        return words, torch.cat([h_forward, h_backward], dim=-1)
+
+
+class _DenseLanguageHeads(nn.Module):
+    """EFN's language heads over every position, padding zeroed after: the same numbers in eval mode (BatchNorm
+    then uses its running statistics, per token), without the boolean-mask gather whose data-dependent size
+    torch.export cannot trace."""
+
+    def __init__(self, heads: nn.Module):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, words, sentence, token_mask):
+        """words (B, L, Dw), sentence (B, Ds), token_mask (B, L) -> num_stages x (B, L, dim), (B, dim)."""
+        if self.heads.training:
+            raise RuntimeError("_DenseLanguageHeads matches LanguageHeads in eval mode only")
+        B, L, _ = words.shape
+        keep = token_mask[..., None].to(words.dtype)  # (B, L, 1)
+        flat = self.heads.words(words.reshape(B * L, -1))  # (B*L, dim): BatchNorm1d wants (N, C)
+        stages = [F.normalize(head(flat), dim=-1).view(B, L, -1) * keep for head in self.heads.stages]
+        return stages, F.normalize(self.heads.sentence(sentence), dim=-1)
 
 
 def _is_reid(model: nn.Module) -> bool:
-    return hasattr(model, "encode_image") and not hasattr(model, "tokenize")
+    return hasattr(model, "extract") and hasattr(model.config, "image_size") and not hasattr(model, "tokenize")
 
 
-def dynamic_size_supported(model: nn.Module) -> bool:
-    """Whether the exported graph can take other image sizes than the traced one (see the module docstring)."""
-    name = getattr(model.config, "name", "")
-    return name.startswith("efn")
+@contextlib.contextmanager
+def _traceable(model: nn.Module):
+    """Swap in traceable equivalents of the parts torch.export cannot trace (EFN's packed GRU and its
+    boolean-mask gather of real tokens), then put the originals back."""
+    from vlalign.models.efn.text import GRUTextEncoder, LanguageHeads
+
+    swaps = {"text_encoder": (GRUTextEncoder, _PaddedGRU), "language": (LanguageHeads, _DenseLanguageHeads)}
+    originals = {}
+    try:
+        for name, (kind, replacement) in swaps.items():
+            part = getattr(model, name, None)
+            if isinstance(part, kind):
+                originals[name] = part
+                setattr(model, name, replacement(part))
+        yield
+    finally:
+        for name, part in originals.items():
+            setattr(model, name, part)
 
 
 @contextlib.contextmanager
@@ -114,35 +196,28 @@ def export_onnx(model: nn.Module, out: str | Path, *, batch: int = 2, image_size
     model = model.eval().cpu()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    size = int(image_size or model.config.input_size) if not _is_reid(model) else None
     batch_dim = torch.export.Dim("batch", min=1, max=4096)
     if _is_reid(model):
-        h, w = _reid_size(model)
-        wrapper, names, outputs = _ReidFeatures(model), ["image"], ["features"]
-        example = (torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0)),)
-        shapes: dict = {"image": {0: batch_dim}}
-        dyn_size, kind = False, "reid"
+        h, w = (image_size, image_size) if image_size else _reid_size(model)
+        wrapper, names, outputs, kind = _ReidFeatures(model), ["image"], ["features"], "reid"
+        example: tuple = (torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0)),)
     else:
-        h = w = size
-        wrapper, names, outputs = _Logits(model), ["image", "tokens", "token_mask"], ["logits"]
+        h = w = int(image_size or model.config.input_size)
+        wrapper, names, outputs, kind = _Logits(model), ["image", "tokens", "token_mask"], ["logits"], "referring"
         text = _example_text(model, batch)
         example = (torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0)), text["tokens"],
                    text["token_mask"])
-        dyn_size, kind = dynamic_size_supported(model), "referring"
+    shapes: dict = {"image": {0: batch_dim}}  # the image size is fixed: see the module docstring
+    if kind == "referring":
         tokens_dim = torch.export.Dim("tokens", min=1, max=int(model.config.max_tokens))
-        image_axes = {0: batch_dim}
-        if dyn_size:  # multiples of 32 (the backbone's stride), from 64 to 2048 pixels
-            image_axes.update({2: 32 * torch.export.Dim("height32", min=2, max=64),
-                               3: 32 * torch.export.Dim("width32", min=2, max=64)})
-        shapes = {"image": image_axes, "tokens": {0: batch_dim, 1: tokens_dim},
-                  "token_mask": {0: batch_dim, 1: tokens_dim}}
+        shapes.update({"tokens": {0: batch_dim, 1: tokens_dim}, "token_mask": {0: batch_dim, 1: tokens_dim}})
     wrapper.eval()
-    with _export_mode(), torch.no_grad():
+    with _export_mode(), _traceable(model), torch.no_grad():
         torch.onnx.export(wrapper, example, str(out), input_names=names, output_names=outputs,
                           dynamic_shapes=shapes, opset_version=opset, dynamo=True, optimize=False,
                           verbose=False, external_data=False)
     dynamic = {name: {axis: str(dim) for axis, dim in axes.items()} for name, axes in shapes.items()}
-    report = ExportReport(str(out), kind, names, dynamic, (h, w), dyn_size)
+    report = ExportReport(str(out), kind, names, dynamic, (h, w), dynamic_size=False)
     if verify:
         report.max_abs_diff = verify_onnx(model, out, report, batch=batch + 1)
         if not report.max_abs_diff <= atol:
@@ -152,8 +227,8 @@ def export_onnx(model: nn.Module, out: str | Path, *, batch: int = 2, image_size
 
 
 def _reid_size(model: nn.Module) -> tuple[int, int]:
-    size = getattr(model.config, "input_size", None) or (256, 128)
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    h, w = model.config.image_size  # (H, W): what extract_features resizes every image to
+    return int(h), int(w)
 
 
 def onnxruntime_session(path: str | Path):
@@ -171,8 +246,6 @@ def verify_onnx(model: nn.Module, path: str | Path, report: ExportReport, batch:
     """Max |onnxruntime - PyTorch| on a fresh batch of `batch` (not the traced batch, nor its token count)."""
     session = onnxruntime_session(path)
     h, w = report.image_size
-    if report.dynamic_size:
-        h, w = h + 32, w - 32 if w > 64 else w + 64  # another size, still a multiple of the stride
     image = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(1))
     if report.kind == "reid":
         feeds, expected = {"image": image.numpy()}, _ReidFeatures(model)(image)

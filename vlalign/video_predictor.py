@@ -45,9 +45,10 @@ class VideoSegmenter:
     >>> for index, frame, masks in seg.stream(frames, ["the square moving to the left"]):
     ...     ...  # masks: one bool HxW array per expression, at the frame's own size
 
-    window: frames per clip (default: the model's `num_frames`); stride: windows between window starts,
-    1..window (default: ceil(window / 2)); dilation: video frames between the frames of a clip (default: the
-    model's `frame_stride`, the spacing it was trained with); batch_size: expressions per forward pass.
+    window: frames per clip (default: the model's `num_frames`); stride: frames (of each sub-video, see
+    dilation) between window starts, 1..window (default: ceil(window / 2)); dilation: video frames between the
+    frames of a clip (default: the model's `frame_stride`, the spacing it was trained with); batch_size:
+    expressions per forward pass.
     """
 
     def __init__(self, model: torch.nn.Module, *, window: int | None = None, stride: int | None = None,
@@ -155,13 +156,29 @@ def _read_video(capture) -> Iterator[np.ndarray]:
         yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def predict_video(path: str | Path, expressions: list[str], out: str | Path, *, segmenter: VideoSegmenter,
-                  threshold: float = 0.5, max_frames: int | None = None,
-                  masks_dir: str | Path | None = None) -> dict[str, Any]:
-    """Segment `expressions` in the video at `path`; write an overlay video to `out` (.mp4, mp4v codec) and,
-    with `masks_dir`, one 0/255 PNG per frame and expression (`<masks_dir>/<k>/<frame:05d>.png`).
+def _open_writer(out: Path, codecs, fps: float, size: tuple[int, int]):
+    """(an opened cv2.VideoWriter, its path) with the first (fourcc, suffix) this OpenCV build can write; an
+    empty suffix keeps `out`'s own."""
+    import cv2
 
-    Returns a summary: frames, fps of the input, size, seconds, frames per second of the whole pipeline.
+    for fourcc, suffix in codecs:
+        path = out.with_suffix(suffix) if suffix else out
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if writer.isOpened():
+            return writer, path
+        writer.release()
+    raise ValueError(f"{out}: OpenCV cannot write a video there with {' or '.join(c for c, _ in codecs)}")
+
+
+def predict_video(path: str | Path, expressions: list[str], out: str | Path, *, segmenter: VideoSegmenter,
+                  threshold: float = 0.5, max_frames: int | None = None, masks_dir: str | Path | None = None,
+                  codecs: tuple[tuple[str, str], ...] = (("mp4v", ""),)) -> dict[str, Any]:
+    """Segment `expressions` in the video at `path`; write an overlay video to `out` and, with `masks_dir`,
+    one 0/255 PNG per frame and expression (`<masks_dir>/<k>/<frame:05d>.png`).
+
+    codecs: (fourcc, suffix) pairs tried in order, the first one OpenCV can write wins (suffix "" keeps `out`'s;
+    default mp4v). Returns a summary: the overlay's path ("out"), frames, fps of the input, size, seconds,
+    frames per second of the whole pipeline.
     """
     import cv2
 
@@ -189,9 +206,7 @@ def predict_video(path: str | Path, expressions: list[str], out: str | Path, *, 
                     folder.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{index:05d}.png")
             if writer is None:
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, image.size)
-                if not writer.isOpened():
-                    raise ValueError(f"{out}: OpenCV cannot write an mp4v video there")
+                writer, out = _open_writer(out, codecs, fps, image.size)
             writer.write(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR))
             frames += 1
     finally:

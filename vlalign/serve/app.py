@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vlalign.serve.limits import MB, Limits
-from vlalign.serve.models import DEMO_WEIGHTS, PredictorCache, find_model_folders
+from vlalign.serve.models import DEMO_WEIGHTS, PredictorCache, find_model_folders, load_predictor
 from vlalign.serve.tabs import ResultDirs, no_model_message, search_reid, segment_image, segment_video
 
 TITLE = "vlalign: align language with vision"
@@ -28,25 +28,6 @@ def _gradio():
     import gradio as gr
 
     return gr
-
-
-def _loaders() -> dict:
-    def image(folder: str):
-        from vlalign.predictor import ReferringSegmenter
-
-        return ReferringSegmenter.from_pretrained(folder)
-
-    def video(folder: str):
-        from vlalign.video_predictor import VideoSegmenter
-
-        return VideoSegmenter.from_pretrained(folder)
-
-    def reid(folder: str):
-        from vlalign.models.pretrained import from_pretrained
-
-        return from_pretrained(folder)
-
-    return {"image": image, "video": video, "reid": reid}
 
 
 def default_weights() -> list[str]:
@@ -69,8 +50,7 @@ def build_app(weights: Iterable[str | Path] | None = None, *, models_root: str |
     limits = limits or Limits()
     weights = default_weights() if weights is None else [str(w) for w in weights]
     folders = find_model_folders(weights, [models_root] if models_root else [])
-    loaders = _loaders()
-    caches = {task: PredictorCache(found, loaders[task]) for task, found in folders.items()}
+    caches = {task: PredictorCache(found, functools.partial(load_predictor, task)) for task, found in folders.items()}
     results = ResultDirs(results_dir)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
@@ -103,12 +83,13 @@ def build_app(weights: Iterable[str | Path] | None = None, *, models_root: str |
             with gr.Row():
                 with gr.Column():
                     video = gr.Video(sources=["upload"], label="video", elem_id="video-input")
-                    vtexts = gr.Textbox(lines=3, label="expressions (one per line)")
+                    vtexts = gr.Textbox(lines=3, label="expressions (one per line)", elem_id="video-expressions",
+                                        placeholder="the person walking to the left")
                     vfolder = _model_picker(gr, folders["video"], "video")
                     vthreshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="mask threshold")
                     vrun = gr.Button("Segment the video", variant="primary", elem_id="video-run")
                 with gr.Column():
-                    voverlay = gr.Video(label="overlay video", interactive=False)
+                    voverlay = gr.Video(label="overlay video", interactive=False, elem_id="video-overlay")
                     vstatus = gr.Markdown(elem_id="video-status")
             vrun.click(functools.partial(segment_video, caches["video"], results, limits),
                        [video, vtexts, vfolder, vthreshold], [voverlay, vstatus], api_name="segment_video")
@@ -116,13 +97,17 @@ def build_app(weights: Iterable[str | Path] | None = None, *, models_root: str |
         with gr.Tab("Re-identification", id="reid"):
             with gr.Row():
                 with gr.Column():
-                    query = gr.File(type="filepath", label="query image (a person crop)")
-                    gallery = gr.File(file_types=[".zip"], label="gallery: a .zip of images")
+                    query = gr.File(type="filepath", label="query image (a person crop)", elem_id="reid-query")
+                    # a zip, or the images of a folder selected together (a browser uploads files, not folders)
+                    gallery = gr.File(file_count="multiple", file_types=[".zip", "image"], type="filepath",
+                                      label="gallery: a .zip of images, or the images themselves",
+                                      elem_id="reid-gallery")
                     rfolder = _model_picker(gr, folders["reid"], "reid")
                     topk = gr.Slider(1, 50, value=10, step=1, label="top k")
                     rrun = gr.Button("Search", variant="primary", elem_id="reid-run")
                 with gr.Column():
-                    sheet = gr.Image(type="pil", format="png", label="ranked contact sheet", interactive=False)
+                    sheet = gr.Image(type="pil", format="png", label="ranked contact sheet", interactive=False,
+                                     elem_id="reid-sheet")
                     rstatus = gr.Markdown(elem_id="reid-status")
             rrun.click(functools.partial(search_reid, caches["reid"], results, limits),
                        [query, gallery, rfolder, topk], [sheet, rstatus], api_name="search_reid")

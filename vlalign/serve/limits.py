@@ -108,6 +108,10 @@ def check_video(path: str | os.PathLike | None, limits: Limits) -> tuple[float, 
         fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         ok, _ = capture.read()
+        if ok and frames <= 0:  # no count in the header (browser recordings, some WebM): count, one past the limit
+            frames = 1
+            while frames <= limits.max_video_frames and capture.grab():
+                frames += 1
     finally:
         capture.release()
     if not ok or frames <= 0:

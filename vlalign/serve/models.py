@@ -87,3 +87,21 @@ class PredictorCache:
         if folder not in self._items:
             self._items[folder] = self._load(folder)
         return self._items[folder]
+
+
+def load_predictor(task: str, folder: str) -> Any:
+    """What a tab runs for a model folder: a ReferringSegmenter (image), a VideoSegmenter (video) or the re-id
+    model itself (reid: `vlalign.reid.search` takes the model)."""
+    if task == "image":
+        from vlalign.predictor import ReferringSegmenter
+
+        return ReferringSegmenter.from_pretrained(folder)
+    if task == "video":
+        from vlalign.video_predictor import VideoSegmenter
+
+        return VideoSegmenter.from_pretrained(folder)
+    if task == "reid":
+        from vlalign.models.pretrained import from_pretrained
+
+        return from_pretrained(folder)
+    raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")

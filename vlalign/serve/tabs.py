@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vlalign.serve.limits import InputError, Limits, check_image, check_upload, check_video, parse_expressions
+from vlalign.serve.limits import MB, InputError, Limits, check_image, check_upload, check_video, parse_expressions
 from vlalign.serve.models import HOW_TO_GET, PredictorCache
 
 log = logging.getLogger("vlalign.serve")
@@ -101,21 +101,44 @@ def segment_image(cache: PredictorCache, results: ResultDirs, limits: Limits, im
     return overlay, [*files, str(archive)], status
 
 
+# Browser-playable codecs first: WebM/VP8 plays in every current browser and OpenCV's own FFmpeg writes it;
+# mp4v (what `predict_video` writes) plays in few browsers and gradio converts it only where ffmpeg is installed.
+VIDEO_CODECS = (("VP80", ".webm"), ("mp4v", ".mp4"))
+
+
+def overlay_video(segmenter, video_path: str | Path, expressions: list[str], folder: Path, *, threshold: float,
+                  max_frames: int) -> tuple[Path, int]:
+    """Stream the video through `segmenter` (a VideoSegmenter) and write the frames with every expression's
+    mask overlaid (one colour each, as the image tab) to `folder/overlay.webm` (or .mp4, see VIDEO_CODECS);
+    -> (path, frames written). `max_frames` bounds the work even where the container's header under-states
+    the length (check_video read the header)."""
+    from vlalign.video_predictor import predict_video
+
+    try:
+        summary = predict_video(video_path, expressions, folder / "overlay", segmenter=segmenter,
+                                threshold=threshold, max_frames=max_frames, codecs=VIDEO_CODECS)
+    except ValueError as e:  # unreadable video or no codec: the message names the file
+        log.warning("video tab: %s", e)
+        if "cannot write" in str(e):
+            raise InputError("The server's OpenCV cannot write videos (neither VP8 nor MPEG-4); see the server "
+                             "log.") from None
+        raise InputError(f"{Path(video_path).name} holds no readable frames.") from None
+    return Path(summary["out"]), summary["frames"]
+
+
 def segment_video(cache: PredictorCache, results: ResultDirs, limits: Limits, video_path: str | None,
                   expressions: str | None, folder: str | None, threshold: float = 0.5
                   ) -> tuple[str | None, str]:
-    """Referring video segmentation: (overlay video .mp4, status)."""
+    """Referring video segmentation: (overlay video, WebM where OpenCV can write it, else MP4; status)."""
     try:
         folder = _pick(folder, cache, "video")
         fps, frames, seconds = check_video(video_path, limits)
         texts = parse_expressions(expressions, limits)
-        from vlalign.video_predictor import predict_video
-
-        out = results.new() / "overlay.mp4"
         start = time.perf_counter()
         with cache.lock(folder):
-            predictor = _load(cache, folder)
-            predict_video(str(video_path), texts, out, segmenter=predictor, threshold=float(threshold))
+            segmenter = _load(cache, folder)
+            out, frames = overlay_video(segmenter, video_path, texts, results.new(), threshold=float(threshold),
+                                        max_frames=limits.max_video_frames)
         took = time.perf_counter() - start
     except InputError as e:
         return None, f"⚠️ {e}"
@@ -123,53 +146,88 @@ def segment_video(cache: PredictorCache, results: ResultDirs, limits: Limits, vi
                       f"{took:.1f} s from `{Path(folder).as_posix()}`.")
 
 
-def _gallery(path: str | None, limits: Limits, out: Path) -> Path:
-    """An uploaded zip of images (extracted safely) as a folder."""
-    path = check_upload(path, "a gallery (a .zip of images)", limits)
+def _unzip(path: Path, limits: Limits, folder: Path, first: int) -> list[Path]:
+    """The files of an uploaded zip, extracted safely into `folder` under flat numbered names."""
     if not zipfile.is_zipfile(path):
-        raise InputError(f"{path.name} is not a .zip file: upload the gallery images as one zip archive.")
+        raise InputError(f"{path.name} is not a .zip file that can be read: upload the gallery as one zip "
+                         f"archive of images, or the images themselves.")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if len(members) > limits.max_gallery_images:
+                raise InputError(f"{path.name} holds {len(members)} files; a gallery may hold at most "
+                                 f"{limits.max_gallery_images}.")
+            # the declared sizes bound what is written: zipfile stops reading a member at its declared size
+            if sum(m.file_size for m in members) > 4 * limits.max_upload_mb * MB:
+                raise InputError(f"{path.name} is too large once unpacked (more than "
+                                 f"{4 * limits.max_upload_mb:g} MB).")
+            out = []
+            for k, m in enumerate(members, start=first):  # flat, numbered names: no archive path reaches the disk
+                target = folder / f"{k:05d}_{Path(m.filename).stem[:40]}{Path(m.filename).suffix.lower()[:6]}"
+                with zf.open(m) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                out.append(target)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError) as e:
+        # a corrupt member, an unsupported compression method or an encrypted archive
+        raise InputError(f"{path.name} cannot be unpacked ({e}).") from e
+    return out
+
+
+def gallery_files(uploads: str | list[str] | None, limits: Limits, out: Path) -> list[str]:
+    """The gallery images of an upload: one or more .zip archives and/or the images themselves (a folder's
+    images, selected together). Other files are ignored; every image is checked as the query is."""
+    from vlalign.data.sysu import IMAGE_SUFFIXES
+
+    uploads = [uploads] if isinstance(uploads, (str, Path)) else list(uploads or [])
+    if not uploads:
+        raise InputError("Please upload a gallery: a .zip of images, or the images of a folder.")
     folder = out / "gallery"
-    with zipfile.ZipFile(path) as zf:
-        members = [m for m in zf.infolist() if not m.is_dir()]
-        if len(members) > limits.max_gallery_images:
-            raise InputError(f"the gallery holds {len(members)} files; at most {limits.max_gallery_images}.")
-        if sum(m.file_size for m in members) > 4 * limits.max_upload_mb * 1024 * 1024:
-            raise InputError("the gallery is too large once unpacked.")
-        for k, m in enumerate(members):  # flat, numbered names: no path in the archive reaches the disk
-            suffix = Path(m.filename).suffix.lower()[:6]
-            target = folder / f"{k:05d}_{Path(m.filename).stem[:40]}{suffix}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(m) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-    return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    for upload in uploads:
+        path = check_upload(upload, "a gallery (a .zip of images, or images)", limits)
+        files += _unzip(path, limits, folder, len(files)) if path.suffix.lower() == ".zip" else [path]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        raise InputError(f"The gallery holds no images ({', '.join(IMAGE_SUFFIXES)} expected).")
+    if len(images) > limits.max_gallery_images:
+        raise InputError(f"The gallery holds {len(images)} images; at most {limits.max_gallery_images}.")
+    for p in images:
+        try:
+            check_image(p, limits, f"gallery image {p.name}")
+        except InputError as e:
+            raise InputError(f"In the gallery: {e}") from e
+    return [str(p) for p in images]
+
+
+def _shown(path: str) -> str:
+    # extracted files carry a number in front of their own name (see _unzip)
+    name = Path(path).name
+    return name.split("_", 1)[1] if name[:5].isdigit() and name[5:6] == "_" else name
 
 
 def search_reid(cache: PredictorCache, results: ResultDirs, limits: Limits, query_path: str | None,
-                gallery_zip: str | None, folder: str | None, topk: int = 10) -> tuple[Image.Image | None, str]:
-    """Re-identification: (contact sheet of the query and its `topk` nearest gallery images, status)."""
+                gallery: str | list[str] | None, folder: str | None, topk: int = 10
+                ) -> tuple[Image.Image | None, str]:
+    """Re-identification: (contact sheet of the query and its `topk` nearest gallery images, status with the
+    ranked list). `gallery`: uploaded .zip archive(s) and/or image files (see `gallery_files`)."""
+    from vlalign import reid
+
     try:
         folder = _pick(folder, cache, "reid")
         check_image(query_path, limits, "a query image")
-        out = results.new()
-        gallery_dir = _gallery(gallery_zip, limits, out)
-        from vlalign import reid
-
-        try:
-            gallery = reid.gallery_images(gallery_dir)
-        except (ValueError, FileNotFoundError) as e:
-            raise InputError("The gallery zip holds no images (PNG, JPEG, BMP expected).") from e
-        for p in gallery:
-            check_image(p, limits, f"gallery image {Path(p).name}")
+        images = gallery_files(gallery, limits, results.new())
         start = time.perf_counter()
         with cache.lock(folder):
             model = _load(cache, folder)
-            ranked = reid.search(model, str(query_path), gallery, topk=int(topk))
+            ranked = reid.search(model, str(query_path), images, topk=max(1, int(topk)))
         took = time.perf_counter() - start
     except InputError as e:
         return None, f"⚠️ {e}"
     sheet = reid.contact_sheet(str(query_path), ranked)
-    return sheet, (f"✅ {len(gallery)} gallery images ranked in {took:.2f} s with `{Path(folder).as_posix()}`; "
-                   f"best match {Path(ranked[0][0]).name.split('_', 1)[-1]} (similarity {ranked[0][1]:.3f}).")
+    ranking = "<br>".join(f"{i}. {_shown(p)} (similarity {s:.3f})" for i, (p, s) in enumerate(ranked, start=1))
+    return sheet, (f"✅ {len(images)} gallery images ranked in {took:.2f} s with `{Path(folder).as_posix()}`; "
+                   f"the {len(ranked)} closest:<br>{ranking}")
 
 
 def describe(task_folders: dict[str, list[str]]) -> dict[str, Any]:

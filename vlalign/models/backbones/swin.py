@@ -107,15 +107,21 @@ class WindowAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """x (B, nW, N, C); mask (nW, 1, N, N) additive or None -> (B, nW, N, C)."""
         B, nW, N, C = x.shape
-        qkv = self.qkv(x).view(B, nW, N, 3, self.num_heads, C // self.num_heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, nH, N, hd)
+        nH = self.num_heads
+        qkv = self.qkv(x).view(B, nW, N, 3, nH, C // nH).permute(3, 0, 1, 4, 2, 5)  # (3, B, nW, nH, N, hd)
         idx = self.relative_position_index.view(-1)
         bias = self.relative_position_bias_table[idx].view(N, N, -1).permute(2, 0, 1)  # (nH, N, N)
-        if mask is not None:
-            bias = bias + mask  # (nW, nH, N, N): broadcasts over the batch, no per-window copies
-        # One batched call over all windows; SDPA scales by hd**-0.5 as the official code does.
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (B, nW, nH, N, hd)
-        return self.proj(out.transpose(2, 3).reshape(B, nW, N, C))
+        # One batched SDPA call over all windows, on 4-D tensors (ONNX export accepts no other rank). The
+        # windows are folded where the bias broadcasts without a per-sample copy: into the batch when the
+        # bias is per head only, into the heads when the shift mask makes it per (window, head).
+        if mask is None:
+            q, k, v = qkv.reshape(3, B * nW, nH, N, -1).unbind(0)  # each (B*nW, nH, N, hd)
+        else:
+            bias = (bias + mask).reshape(nW * nH, N, N)  # (nW, 1, N, N) + (nH, N, N): per window and head
+            q, k, v = qkv.reshape(3, B, nW * nH, N, -1).unbind(0)  # each (B, nW*nH, N, hd)
+        # SDPA scales by hd**-0.5 as the official code does.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        return self.proj(out.reshape(B, nW, nH, N, -1).transpose(2, 3).reshape(B, nW, N, C))
 
 
 class SwinBlock(nn.Module):
