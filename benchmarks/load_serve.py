@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -24,9 +23,9 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from report import footer, publish  # sibling module (benchmarks/ is on sys.path when run)
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "load_serve.md"
 
 
 def tiny_model(folder: Path) -> Path:
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=5, help="requests per client")
     parser.add_argument("--concurrency", type=int, default=1, help="the server's model calls at once")
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/load_serve.md")
     args = parser.parse_args(argv)
 
     from vlalign import assets
@@ -134,18 +133,14 @@ def main(argv: list[str] | None = None) -> int:
              f"| {args.clients} | {total} | {args.concurrency} | {len(latencies)} | {len(failures)} | "
              f"{np.percentile(lat, 50):.3f} | {np.percentile(lat, 95):.3f} | {lat.max():.3f} | "
              f"{len(latencies) / wall:.2f} |")
-    print(table)
     for f in failures[:10]:
         print("FAILED", f)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(
-            f"# Load test of `vlalign serve` (benchmarks/load_serve.py)\n\n"
-            f"Model folder: `{weights if args.weights or weights == demo else 'tiny random alignformer_lite 64x64'}`; "
-            f"each request uploads the 512x512 astronaut photo with one expression through gradio's queue on "
-            f"127.0.0.1. Latency = from sending the request to receiving the overlay, as a client sees it "
-            f"(queue wait included). Machine: {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPU cores (shared with other jobs while measured).\n\n{table}\n")
+    model = weights if args.weights or weights == demo else "tiny random alignformer_lite 64x64"
+    publish(f"# Load test of `vlalign serve`\n\n"
+            f"Model folder: `{model}`; each request uploads the 512x512 astronaut photo with one expression through "
+            f"gradio's queue on 127.0.0.1. Latency = from sending the request to receiving the overlay, as a client "
+            f"sees it (queue wait included). The {os.cpu_count()} CPU cores are shared by the server and its "
+            f"clients.\n\n{table}\n\n" + footer("load_serve.py", argv), "load_serve.md", args.write)
     return 1 if failures else 0
 
 
