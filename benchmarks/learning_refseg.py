@@ -63,6 +63,21 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def form_table(rows: dict[str, dict]) -> str:
+    """val mIoU per expression form (synth_info.json; runs evaluated before it existed are left out)."""
+    have = {name: res["results"]["val"]["breakdown"] for name, res in rows.items()
+            if "breakdown" in res["results"].get("val", {})}
+    if not have:
+        return ""
+    forms = sorted({f for b in have.values() for f in b})
+    lines = ["Per expression form, val mIoU (n):\n", "| variant | " + " | ".join(f[5:] for f in forms) + " |",
+             "|---" + "|---:" * len(forms) + "|"]
+    for name, b in have.items():
+        cells = [f"{b[f]['mIoU']:.3f} ({b[f]['count']})" if f in b else "" for f in forms]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="alignformer_lite")
@@ -94,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{DEFAULT_SEED}); metrics at the original resolution on every sentence of each split. "
             f"Recipe: `{' '.join(recipe(args))}`. 'train min' is the wall clock of training, evaluations on "
             f"300 val sentences during training included, final evaluation excluded.\n\n"
-            f"{table(rows)}\n\n" + footer("learning_refseg.py", argv))
+            f"{table(rows)}\n\n{form_table(rows)}" + footer("learning_refseg.py", argv))
     publish(text, f"learning_{args.model}.md", args.write)
     return 0
 

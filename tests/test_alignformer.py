@@ -119,6 +119,18 @@ def test_every_parameter_gets_a_gradient_once_the_gates_open(name, bert_dir):
     assert not missing, missing
 
 
+def test_frozen_text_encoder_gets_no_gradient_and_no_optimizer_group(bert_dir):
+    model = tiny("alignformer_lite", bert_dir, freeze_text=True)
+    image, tokens, mask, target = toy_batch(model)
+    before = {n: p.clone() for n, p in model.text_encoder.named_parameters()}
+    out = model(image, tokens, mask, target)
+    (out["loss_bce"] + out["loss_contrast"]).backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.text_encoder.parameters())
+    assert model.query_decoder.center_proj.weight.grad is not None  # the rest still learns
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
+    assert all(torch.equal(before[n], p) for n, p in model.text_encoder.named_parameters())
+
+
 def test_release_gates_never_open():
     """zero_init="all" (the release) leaves both gate weights without gradient forever; ours opens."""
     x = torch.randn(5, 8)

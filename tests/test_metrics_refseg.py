@@ -175,3 +175,14 @@ def test_distributed_equals_single_process(tmp_path) -> None:
             result, per_sample = pickle.load(f)
         assert result == single.evaluate()  # exactly, not approximately
         assert per_sample == single.per_sample()
+
+
+def test_form_breakdown_by_hand():
+    from vlalign.refseg import form_breakdown
+
+    per_sample = {1: (5, 10, 0.5), 2: (0, 4, 0.0), 3: (9, 9, 1.0), 4: (1, 1, 1.0)}
+    info = {"1": {"form": "relation"}, "2": {"form": "relation"}, "3": {"form": "attributes"}}  # 4 unknown
+    got = form_breakdown(per_sample, info)
+    assert list(got) == ["form:attributes", "form:relation"]
+    assert got["form:relation"] == {"mIoU": 0.25, "oIoU": 5 / 14, "count": 2}
+    assert got["form:attributes"] == {"mIoU": 1.0, "oIoU": 1.0, "count": 1}

@@ -60,6 +60,10 @@ def test_train_eval_predict_through_the_cli(bert_dir, data_dir, tmp_path, capsys
                  "--json", str(out_json)]) == 0
     evaluated = json.loads(out_json.read_text())["val"]
     assert evaluated["num_samples"] == results["val"]["num_samples"]
+    # synthetic data: per-form breakdown from synth_info.json, every sentence in exactly one form
+    assert sum(g["count"] for g in evaluated["breakdown"].values()) == evaluated["num_samples"]
+    assert all(name.startswith("form:") for name in evaluated["breakdown"])
+    assert "form:" in capsys.readouterr().out
 
     image_path = next((data_dir / "images").iterdir())
     out = tmp_path / "pred" / "mask.png"

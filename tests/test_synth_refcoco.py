@@ -289,6 +289,23 @@ def test_refer_layout_and_fields(small_set):
         assert counts["refs"] == sum(r["split"] == name for r in refs)
 
 
+def test_synth_info_gives_every_sentence_its_form_and_split(small_set):
+    out, summary = small_set
+    info = json.loads((out / "synth_info.json").read_text())
+    refs = pickle.loads((out / "refs(unc).p").read_bytes())
+    sentences = {str(s["sent_id"]): (r["split"], s["sent"]) for r in refs for s in r["sentences"]}
+    assert set(info) == set(sentences)
+    assert all(info[k]["split"] == split for k, (split, _) in sentences.items())
+    forms = {}
+    for meta in info.values():
+        forms[meta["form"]] = forms.get(meta["form"], 0) + 1
+    assert forms == summary["sentence_forms"]  # the same programs the summary counted
+    # wording agrees with the form: ordinals name a 2nd/3rd, relations a landmark word
+    for key, (_, sent) in sentences.items():
+        if info[key]["form"] == "ordinal":
+            assert any(w in sent.split() for w in ("second", "2nd", "third", "3rd")), sent
+
+
 def test_reader_reads_it_unchanged(small_set):
     out, summary = small_set
     inst = json.loads((out / "instances.json").read_text())

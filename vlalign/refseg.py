@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from vlalign.data.images import load_image
 from vlalign.data.refer import ReferDataset
 from vlalign.data.transforms import ResizeSquare, invert_prediction
 from vlalign.engine import TrainConfig, train
-from vlalign.metrics.refseg import RefSegEvaluator
+from vlalign.metrics.refseg import RefSegEvaluator, iou
 from vlalign.visualize import captioned, overlay_mask, side_by_side
 
 EVAL_SPLITS = {"unc": ("val", "testA", "testB"), "umd": ("val", "test"), "google": ("val",)}
@@ -34,8 +35,11 @@ def eval_dataset(data_dir, split: str, input_size: int, *, split_by: str = "unc"
 
 @torch.no_grad()
 def evaluate_refseg(model: torch.nn.Module, dataset, *, resolution: str = "original", batch_size: int = 16,
-                    max_samples: int | None = None, threshold: float = 0.5) -> dict[str, Any]:
+                    max_samples: int | None = None, threshold: float = 0.5,
+                    info: dict | None = None) -> dict[str, Any]:
     """mIoU / oIoU / Prec@X of `model` on an eval-mode dataset.
+
+    info: a synthetic set's `synth_info.json` contents; adds "breakdown", mIoU / oIoU per expression form.
 
     resolution="original" maps each prediction back to the image's own size and compares with the original
     ground truth (EFN/CRIS protocol); "input" compares at the model's input size with the resized ground truth
@@ -63,7 +67,23 @@ def evaluate_refseg(model: torch.nn.Module, dataset, *, resolution: str = "origi
         preds = [invert_prediction(lg.sigmoid(), p) > threshold for lg, p in zip(logits, batch["transform"])]
         evaluator.process(preds, batch["orig_mask"], batch["sent_id"])
     model.train(was_training)
-    return evaluator.evaluate()
+    result = evaluator.evaluate()
+    if info is not None:
+        result["breakdown"] = form_breakdown(evaluator.per_sample(), info)
+    return result
+
+
+def form_breakdown(per_sample: dict[Any, tuple[int, int, float]], info: dict[str, dict]) -> dict[str, Any]:
+    """{"form:<form>": {"mIoU", "oIoU", "count"}} from per-sentence (I, U, IoU) and synth_info.json
+    ({"<sent_id>": {"form", ...}}); sentences the info does not know are left out."""
+    groups: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+    for sent_id, record in per_sample.items():
+        meta = info.get(str(sent_id))
+        if meta is not None:
+            groups[f"form:{meta['form']}"].append(record)
+    return {name: {"mIoU": sum(r[2] for r in rows) / len(rows),
+                   "oIoU": iou(sum(r[0] for r in rows), sum(r[1] for r in rows)), "count": len(rows)}
+            for name, rows in sorted(groups.items())}
 
 
 def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split_by: str = "unc", image_dir=None,
@@ -154,6 +174,8 @@ def metric_table(results: dict[str, dict[str, Any]]) -> str:
     for split, m in results.items():
         lines.append(f"{split:<8}" + "".join(f"{100 * m[c]:>10.2f}" for c in cols)
                      + f"{m['num_samples']:>7}  {m['resolution']}")
+        for name, g in m.get("breakdown", {}).items():
+            lines.append(f"  {name:<16}{100 * g['mIoU']:>10.2f}{100 * g['oIoU']:>10.2f}{'':>50}{g['count']:>7}")
     return "\n".join(lines)
 
 

@@ -12,7 +12,6 @@ it). Nothing here parses command lines.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from vlalign.data.ytvos import RefYTVOS
 from vlalign.engine import TrainConfig, train
 from vlalign.metrics.vos import pairwise_jf, summarize
 from vlalign.metrics.vos_score import score_ytvos
+from vlalign.synth import load_synth_info
 from vlalign.video_predictor import VideoSegmenter
 
 __all__ = ["train_rvos", "predict_expressions", "evaluate_rvos", "score_predictions", "write_ground_truth",
@@ -154,11 +154,6 @@ def score_predictions(reader, data_dir, pred_dir, info: dict | None = None) -> d
     if info is not None:
         result["breakdown"] = breakdown(result["per_expression"], info, reader.split)
     return result
-
-
-def load_synth_info(data_dir) -> dict | None:
-    path = Path(data_dir) / "synth_info.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def jf_table(results: dict[str, dict[str, Any]]) -> str:

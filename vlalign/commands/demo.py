@@ -31,6 +31,7 @@ def run_demo(args) -> int:
     from vlalign.engine import TrainConfig
     from vlalign.hub import update_model_card
     from vlalign.models.pretrained import build_model, save_pretrained
+    from vlalign.synth import load_synth_info
     from vlalign.synth.refcoco import DEFAULT_NUM_IMAGES, generate_refcoco
 
     start = time.perf_counter()
@@ -55,8 +56,9 @@ def run_demo(args) -> int:
     save_pretrained(model, model_dir)
 
     print("[3/4] evaluating on val / testA / testB at the original resolution")
-    results = {split: refseg.evaluate_refseg(model, refseg.eval_dataset(data, split, model.config.input_size))
-               for split in refseg.EVAL_SPLITS["unc"]}
+    info = load_synth_info(data)
+    results = {split: refseg.evaluate_refseg(model, refseg.eval_dataset(data, split, model.config.input_size),
+                                             info=info) for split in refseg.EVAL_SPLITS["unc"]}
     refseg.write_json(out / "results.json", results)
     update_model_card(model_dir, metrics=results)
     print(refseg.metric_table(results))

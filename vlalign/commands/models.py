@@ -128,11 +128,13 @@ def _train(args) -> int:
 
 def _evaluate_splits(model, data, splits, split_by, image_dir, resolution, batch_size) -> dict:
     from vlalign import refseg
+    from vlalign.synth import load_synth_info
 
     splits = splits or refseg.EVAL_SPLITS.get(split_by, ("val",))
+    info = load_synth_info(data)  # synthetic data: per-form breakdown too
     return {split: refseg.evaluate_refseg(
         model, refseg.eval_dataset(data, split, model.config.input_size, split_by=split_by, image_dir=image_dir),
-        resolution=resolution, batch_size=batch_size) for split in splits}
+        resolution=resolution, batch_size=batch_size, info=info) for split in splits}
 
 
 def _eval(args) -> int:

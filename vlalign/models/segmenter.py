@@ -25,6 +25,14 @@ class ReferringModel(nn.Module):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.text_encoder.tokenize(texts)
 
+    def encode_text(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> Any:
+        """The text encoder's output; with `config.freeze_text` it runs without autograd (no backward through
+        it and no optimizer state: about a fifth of a lite training step)."""
+        if getattr(self.config, "freeze_text", False):
+            with torch.no_grad():
+                return self.text_encoder(tokens, token_mask)
+        return self.text_encoder(tokens, token_mask)
+
     def param_groups(self) -> list[dict[str, Any]]:
         """Groups for the engine's optimizer: the pretrained encoders at their multiples of lr, the rest at lr."""
         return [{"params": list(self.text_encoder.parameters()), "lr_mult": self.config.text_lr_mult,

@@ -13,6 +13,9 @@ The defaults of the default benchmark live here, without heavy imports, so that 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 # `vlalign synth refcoco --out DIR` with these values is "the default benchmark": 900 train images with about
 # 2,200 refs (4,200 sentences), 400-550 expressions in each of val / testA / testB; about 30 s on one core.
 DEFAULT_NUM_IMAGES = 1200
@@ -20,4 +23,13 @@ DEFAULT_SEED = 0
 DEFAULT_MIN_SIZE = 256  # image sides are drawn in [min, max] px, independently for height and width
 DEFAULT_MAX_SIZE = 384
 
-__all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_MIN_SIZE", "DEFAULT_NUM_IMAGES", "DEFAULT_SEED"]
+SYNTH_INFO = "synth_info.json"  # what a generator knows of each expression (form, kind), beside the real layout
+
+__all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_MIN_SIZE", "DEFAULT_NUM_IMAGES", "DEFAULT_SEED", "SYNTH_INFO",
+           "load_synth_info"]
+
+
+def load_synth_info(data_dir) -> dict | None:
+    """The generator's `synth_info.json` of a data folder, or None for real data (which has none)."""
+    path = Path(data_dir) / SYNTH_INFO
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -5,6 +5,8 @@
     DIR/instances.json   COCO: info, licenses, images, annotations, categories
     DIR/images/<name>    the images (JPEG by default)
     DIR/dataset.json     summary and generation parameters; DIR/README.txt   what this is
+    DIR/synth_info.json  {"<sent_id>": {"form", "split"}}: each sentence's grammar form ("attributes",
+                         "position", "ordinal", "relation"), for the per-form breakdown of `vlalign eval`
 
 Splits mirror RefCOCO unc: train / val / testA / testB with disjoint images. testA images have targets of the
 "round" kinds only and testB of the "angular" kinds only (RefCOCO: people vs other objects); train and val
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vlalign.synth import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, DEFAULT_NUM_IMAGES, DEFAULT_SEED
+from vlalign.synth import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, DEFAULT_NUM_IMAGES, DEFAULT_SEED, SYNTH_INFO
 from vlalign.synth.expressions import Program, as_typed, describe, form_of, sample_programs, to_refer_sentence
 from vlalign.synth.scenes import GROUP_OF, GROUPS, KINDS, Scene, render, sample_scene
 
@@ -133,6 +135,7 @@ def generate_refcoco(
     stats: list[
         tuple[list[str], bool, bool]
     ] = []  # per ref: sentence forms, same-kind / same-colour distractor
+    sent_info: dict[str, dict[str, str]] = {}  # synth_info.json
     ann_id = ref_id = sent_id = 0
     for index, split in enumerate(splits):
         image_id = index + 1
@@ -148,6 +151,8 @@ def generate_refcoco(
         for target, worded in image_refs:
             ref_id += 1
             sentences = [to_refer_sentence(raw, sent_id + k + 1) for k, (_, raw) in enumerate(worded)]
+            for sentence, (program, _) in zip(sentences, worded):
+                sent_info[str(sentence["sent_id"])] = {"form": form_of(program), "split": split}
             sent_id += len(sentences)
             target_ann = first_ann + target
             refs.append(
@@ -193,6 +198,8 @@ def generate_refcoco(
         json.dump(instances, f, separators=(",", ":"))
     with open(out / "refs(unc).p", "wb") as f:
         pickle.dump(refs, f, protocol=2)
+    with open(out / SYNTH_INFO, "w") as f:
+        json.dump(sent_info, f, separators=(",", ":"))
 
     summary = {
         "out_dir": str(out),

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vlalign.synth import SYNTH_INFO
 from vlalign.synth.expressions import Rank, Select, describe, refers_uniquely
 from vlalign.synth.motion import FrameScene, Track, frame_scenes, render_video, sample_tracks
 
@@ -326,7 +327,7 @@ def generate_ytvos(out_dir: str | Path, num_videos: int = DEFAULT_NUM_VIDEOS, se
     _dump(out / "meta_expressions" / "test" / "meta_expressions.json", meta_exp["test"])
     for split in ("train", "valid"):
         _dump(out / split / "meta.json", meta[split])
-    with open(out / "synth_info.json", "w") as f:
+    with open(out / SYNTH_INFO, "w") as f:
         json.dump(dict(sorted(info.items())), f, indent=1)
     summary = {"out_dir": str(out), "seed": seed, "num_videos": num_videos, "width": width, "height": height,
                "frames": list(frames), **_counts(info, splits)}  # fmt: skip

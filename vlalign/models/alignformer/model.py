@@ -96,6 +96,7 @@ class AlignFormerConfig:
     lr: float = 5e-5
     text_lr_mult: float = 1.0
     backbone_lr_mult: float = 1.0
+    freeze_text: bool = False  # ours: the pretrained text encoder as a fixed feature extractor
 
     def __post_init__(self):
         if self.decoder_features not in ("vlba", "backbone"):
@@ -132,7 +133,7 @@ class AlignFormer(ReferringModel):
     def encode(self, image: torch.Tensor, tokens: torch.Tensor,
                token_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Visual encoder with VLBA after each stage: 4 maps (B, C_i, H/s, W/s) and words (B, N, D)."""
-        words = self.text_encoder(tokens, token_mask)  # (B, N, D)
+        words = self.encode_text(tokens, token_mask)  # (B, N, D)
         fused: list[torch.Tensor] = []
         state = {"words": words, "lang_res": words}
 
@@ -178,6 +179,7 @@ class AlignFormer(ReferringModel):
         backbone = build_backbone(config.backbone, config.backbone_kwargs, config.pretrained_backbone)
         text = HFTextEncoder.from_dir(config.text_dir, pretrained=config.pretrained_text,
                                       max_tokens=config.max_tokens)
+        text.requires_grad_(not config.freeze_text)
         channels, d = tuple(backbone.out_channels), text.dim
         gated = [config.decoder_features == "backbone" or i < len(channels) - 1 for i in range(len(channels))]
         vlba = nn.ModuleList(
