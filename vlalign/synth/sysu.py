@@ -298,6 +298,24 @@ def _write_mat(path: Path, cells: list[list[np.ndarray]]) -> bool:
     return True
 
 
+def split_ids(num_ids: int, seed: int) -> dict[str, np.ndarray]:
+    """The identities (1-based) of each split: 20% test, 20% val, the rest train, shuffled by `seed`."""
+    order = np.random.default_rng([seed, 1]).permutation(np.arange(1, num_ids + 1))
+    n_test = n_val = max(1, round(0.2 * num_ids))  # the release: 296 / 99 / 96 of 491 identities
+    return {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+
+
+def person_of(pid: int, seed: int) -> Person:
+    """The appearance of identity `pid` in the set generated with `seed` (what its images are drawn from)."""
+    return _identity(pid, seed)[0]
+
+
+def _identity(pid: int, seed: int) -> tuple[Person, np.random.Generator]:
+    """Identity `pid`'s appearance and its generator, which goes on to draw the identity's cameras."""
+    rng = np.random.default_rng([seed, 2, pid])
+    return sample_person(rng), rng
+
+
 def generate_sysu(out_dir: str | Path, num_ids: int = DEFAULT_NUM_IDS, seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Write the synthetic SYSU-MM01 to `out_dir`; return its summary (also written as dataset.json)."""
     if num_ids < 3:
@@ -305,16 +323,13 @@ def generate_sysu(out_dir: str | Path, num_ids: int = DEFAULT_NUM_IDS, seed: int
     out = Path(out_dir)
     (out / "exp").mkdir(parents=True, exist_ok=True)
     pids = np.arange(1, num_ids + 1)
-    order = np.random.default_rng([seed, 1]).permutation(pids)
-    n_test = n_val = max(1, round(0.2 * num_ids))  # the release: 296 / 99 / 96 of 491 identities
-    splits = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    splits = split_ids(num_ids, seed)
     for name, ids in {**splits, "available": pids}.items():
         (out / "exp" / f"{name}_id.txt").write_text(",".join(str(i) for i in sorted(ids.tolist())))
     counts = {c: 0 for c in SYSU_CAMERAS}
     perms: list[list[np.ndarray]] = [[] for _ in SYSU_CAMERAS]
     for pid in pids.tolist():
-        rng = np.random.default_rng([seed, 2, pid])
-        person = sample_person(rng)
+        person, rng = _identity(pid, seed)
         # each identity walks past a subset of the cameras: >= 2 visible and >= 1 infrared
         vis = [c for c in (1, 2, 4, 5) if rng.random() < 0.75]
         vis = vis if len(vis) >= 2 else rng.choice([1, 2, 4, 5], 2, replace=False).tolist()
