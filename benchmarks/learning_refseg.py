@@ -70,8 +70,8 @@ def form_table(rows: dict[str, dict]) -> str:
     if not have:
         return ""
     forms = sorted({f for b in have.values() for f in b})
-    lines = ["Per expression form, val mIoU (n):\n", "| variant | " + " | ".join(f[5:] for f in forms) + " |",
-             "|---" + "|---:" * len(forms) + "|"]
+    header = " | ".join(f.removeprefix("form:") for f in forms)
+    lines = ["Per expression form, val mIoU (n):\n", f"| variant | {header} |", "|---" + "|---:" * len(forms) + "|"]
     for name, b in have.items():
         cells = [f"{b[f]['mIoU']:.3f} ({b[f]['count']})" if f in b else "" for f in forms]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -186,3 +186,18 @@ def test_form_breakdown_by_hand():
     assert list(got) == ["form:attributes", "form:relation"]
     assert got["form:relation"] == {"mIoU": 0.25, "oIoU": 5 / 14, "count": 2}
     assert got["form:attributes"] == {"mIoU": 1.0, "oIoU": 1.0, "count": 1}
+
+
+def test_malformed_synth_info_is_named(tmp_path):
+    from vlalign.refseg import form_breakdown
+    from vlalign.synth import load_synth_info
+
+    assert load_synth_info(tmp_path) is None  # real data: no file, no breakdown
+    (tmp_path / "synth_info.json").write_text('{"1": {"form": "rel')  # truncated
+    with pytest.raises(ValueError, match=r"synth_info\.json: not valid JSON"):
+        load_synth_info(tmp_path)
+    (tmp_path / "synth_info.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        load_synth_info(tmp_path)
+    with pytest.raises(ValueError, match="entry 7: expected an object with a 'form'"):
+        form_breakdown({7: (1, 2, 0.5)}, {"7": {"kind": "motion"}})

@@ -300,7 +300,7 @@ def test_synth_info_gives_every_sentence_its_form_and_split(small_set):
     for meta in info.values():
         forms[meta["form"]] = forms.get(meta["form"], 0) + 1
     assert forms == summary["sentence_forms"]  # the same programs the summary counted
-    # wording agrees with the form: ordinals name a 2nd/3rd, relations a landmark word
+    # wording agrees with the form: ordinals name a 2nd or 3rd
     for key, (_, sent) in sentences.items():
         if info[key]["form"] == "ordinal":
             assert any(w in sent.split() for w in ("second", "2nd", "third", "3rd")), sent

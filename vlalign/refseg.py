@@ -79,8 +79,11 @@ def form_breakdown(per_sample: dict[Any, tuple[int, int, float]], info: dict[str
     groups: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
     for sent_id, record in per_sample.items():
         meta = info.get(str(sent_id))
-        if meta is not None:
-            groups[f"form:{meta['form']}"].append(record)
+        if meta is None:
+            continue
+        if not isinstance(meta, dict) or "form" not in meta:
+            raise ValueError(f"synth_info entry {sent_id!r}: expected an object with a 'form', got {meta!r}")
+        groups[f"form:{meta['form']}"].append(record)
     return {name: {"mIoU": sum(r[2] for r in rows) / len(rows),
                    "oIoU": iou(sum(r[0] for r in rows), sum(r[1] for r in rows)), "count": len(rows)}
             for name, rows in sorted(groups.items())}
@@ -175,7 +178,8 @@ def metric_table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{split:<8}" + "".join(f"{100 * m[c]:>10.2f}" for c in cols)
                      + f"{m['num_samples']:>7}  {m['resolution']}")
         for name, g in m.get("breakdown", {}).items():
-            lines.append(f"  {name:<16}{100 * g['mIoU']:>10.2f}{100 * g['oIoU']:>10.2f}{'':>50}{g['count']:>7}")
+            blank = " " * 10 * (len(cols) - 2)  # mIoU and oIoU only; the Prec@X columns stay empty
+            lines.append(f"  {name:<16}{100 * g['mIoU']:>10.2f}{100 * g['oIoU']:>10.2f}{blank}{g['count']:>7}")
     return "\n".join(lines)
 
 

@@ -32,4 +32,12 @@ __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_MIN_SIZE", "DEFAULT_NUM_IMAGES", "DEFAUL
 def load_synth_info(data_dir) -> dict | None:
     """The generator's `synth_info.json` of a data folder, or None for real data (which has none)."""
     path = Path(data_dir) / SYNTH_INFO
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); regenerate the data set or delete the file") from e
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by expression, got {type(info).__name__}")
+    return info

@@ -151,8 +151,9 @@ def generate_refcoco(
         for target, worded in image_refs:
             ref_id += 1
             sentences = [to_refer_sentence(raw, sent_id + k + 1) for k, (_, raw) in enumerate(worded)]
-            for sentence, (program, _) in zip(sentences, worded):
-                sent_info[str(sentence["sent_id"])] = {"form": form_of(program), "split": split}
+            forms = [form_of(program) for program, _ in worded]
+            for sentence, form in zip(sentences, forms):
+                sent_info[str(sentence["sent_id"])] = {"form": form, "split": split}
             sent_id += len(sentences)
             target_ann = first_ann + target
             refs.append(
@@ -172,7 +173,7 @@ def generate_refcoco(
             obj, others = scene.objects[target], scene.objects[:target] + scene.objects[target + 1 :]
             stats.append(
                 (
-                    [form_of(program) for program, _ in worded],
+                    forms,
                     any(o.kind == obj.kind for o in others),
                     any(o.colour == obj.colour for o in others),
                 )
