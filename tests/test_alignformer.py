@@ -131,6 +131,58 @@ def test_frozen_text_encoder_gets_no_gradient_and_no_optimizer_group(bert_dir):
     assert all(torch.equal(before[n], p) for n, p in model.text_encoder.named_parameters())
 
 
+def test_attention_prior_puts_ones_where_each_head_looked_and_the_kernel_reads_it(bert_dir):
+    """query_attn_prior: per-head attention maps, scaled to max 1, upsampled to stride 4; the kernel head gets
+    one weight per head, and those weights change the mask only through the maps."""
+    from vlalign.models.alignformer.query_decoder import QueryDecoder
+
+    weights = torch.zeros(1, 2, 1, 4 * 4)
+    weights[0, 0, 0, 5] = 0.5  # head 0 looks at cell (1, 1) of a 4x4 map, head 1 at cell (3, 0)
+    weights[0, 1, 0, 12] = 0.25
+    same = QueryDecoder.attention_maps(weights, (4, 4), (4, 4))
+    expected = torch.zeros(1, 2, 4, 4)
+    expected[0, 0, 1, 1] = expected[0, 1, 3, 0] = 1.0
+    assert torch.equal(same, expected)  # scaled to 1 at the attention's own resolution
+    maps = QueryDecoder.attention_maps(weights, (4, 4), (8, 8))
+    assert maps.shape == (1, 2, 8, 8)
+    assert maps[0, 0].argmax() // 8 in (2, 3) and maps[0, 0].argmax() % 8 in (2, 3)
+    assert maps[0, 0, 6:, :2].max() == 0 and maps[0, 1, 7, 0] == 1.0 and maps[0, 1, :4, 4:].max() == 0
+
+    model = tiny("alignformer_lite", bert_dir, query_attn_prior=True).eval()  # no drop-path: forwards compare
+    heads, mask_dim = model.config.query_heads, model.config.mask_dim
+    assert model.query_decoder.kernel_head[-1].out_features == mask_dim + heads + 1
+    image, tokens, mask, target = toy_batch(model)
+    out = model(image, tokens, mask, target)
+    (out["loss_bce"] + out["loss_contrast"]).backward()
+    prior_rows = model.query_decoder.kernel_head[-1].weight.grad[mask_dim : mask_dim + heads]
+    assert (prior_rows.abs().sum(1) > 0).all()  # every head's map reaches the loss
+    with torch.no_grad():
+        model.query_decoder.kernel_head[-1].bias[mask_dim : mask_dim + heads] += 5.0
+        shifted = model(image, tokens, mask)
+    # the input state reads zeros (no-grad sampling differs from the autograd path by float rounding only)
+    torch.testing.assert_close(shifted["aux_logits"][0], out["aux_logits"][0].detach(), atol=1e-4, rtol=1e-4)
+    assert (shifted["logits"] - out["logits"].detach()).abs().max() > 1e-2
+
+
+def test_global_pixel_attention_and_value_positions_learn_and_change_the_output(bert_dir):
+    """pixel_global_attn adds one self-attention layer per deformable layer, all trained; query_value_pos adds
+    no parameter (same seed, same weights) but changes what the query reads."""
+    plain = tiny("alignformer_lite", bert_dir).eval()
+    image, tokens, mask, target = toy_batch(plain)
+    model = tiny("alignformer_lite", bert_dir, pixel_global_attn=True).eval()
+    assert len(model.pixel_decoder.global_layers) == model.config.pixel_layers
+    out = model(image, tokens, mask, target)
+    (out["loss_bce"] + out["loss_dice"]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.pixel_decoder.global_layers.parameters())
+
+    moved = tiny("alignformer_lite", bert_dir, query_value_pos=True).eval()
+    assert moved.state_dict().keys() == plain.state_dict().keys()
+    with torch.no_grad():
+        a, b = plain(image, tokens, mask)["logits"], moved(image, tokens, mask)["logits"]
+    assert (a - b).abs().max() > 1e-3
+
+
 def test_release_gates_never_open():
     """zero_init="all" (the release) leaves both gate weights without gradient forever; ours opens."""
     x = torch.randn(5, 8)

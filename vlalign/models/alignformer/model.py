@@ -78,11 +78,14 @@ class AlignFormerConfig:
     pixel_points: int = 4
     pixel_ffn_dim: int = 1024
     word_ffn_dim: int = 2048
+    pixel_global_attn: bool = False  # ours: full self-attention between the pixels too (pixel_decoder.py)
     query_dim: int = 768
     query_layers: int = 6
     query_heads: int = 8
     query_ffn_dim: int = 2048
     query_self_attn: bool = True
+    query_attn_prior: bool = False  # ours: the query's attention maps as extra kernel inputs (query_decoder.py)
+    query_value_pos: bool = False  # ours: the query reads the pixels' sine positions with their features
     mask_dim: int = 256
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.1
@@ -190,11 +193,13 @@ class AlignFormer(ReferringModel):
             channels, d, dim=config.pixel_dim, mask_dim=config.mask_dim, num_layers=config.pixel_layers,
             num_heads=config.pixel_heads, num_points=config.pixel_points, ffn_dim=config.pixel_ffn_dim,
             word_ffn_dim=config.word_ffn_dim, word_heads=config.pixel_heads, max_words=config.max_tokens,
+            global_attn=config.pixel_global_attn,
         )
         query_decoder = QueryDecoder(
             d, dim=config.query_dim, pixel_dim=config.pixel_dim, mask_dim=config.mask_dim,
             num_layers=config.query_layers, num_heads=config.query_heads, ffn_dim=config.query_ffn_dim,
-            self_attn=config.query_self_attn,
+            self_attn=config.query_self_attn, attn_prior=config.query_attn_prior,
+            value_pos=config.query_value_pos,
         )
         contrast = InstanceContrastiveLoss(config.query_dim, config.mask_dim, config.contrast_temperature,
                                            config.contrast_erode, config.contrast_dilate)

@@ -42,8 +42,12 @@ class CrossAttentionLayer(nn.Module):
     """Post-norm cross-attention + FFN (the release's `TransformerDecoderLayer`): queries of size `dim`
     attend to keys/values of size `kv_dim`; key_padding_mask (B, K) True = ignore."""
 
-    def __init__(self, dim: int, kv_dim: int, num_heads: int, ffn_dim: int, self_attn: bool = False):
+    def __init__(self, dim: int, kv_dim: int, num_heads: int, ffn_dim: int, self_attn: bool = False,
+                 value_pos: bool = False):
         super().__init__()
+        # ours, optional: the values carry the keys' positions too, so the query learns *where* it looked
+        # (the release's values are the bare features)
+        self.value_pos = value_pos
         self.cross_attn = nn.MultiheadAttention(dim, num_heads, kdim=kv_dim, vdim=kv_dim, batch_first=True)
         self.norm_cross = nn.LayerNorm(dim)
         # ours: optional self-attention between the queries (Mask2Former's order: cross, self, FFN); the
@@ -57,15 +61,20 @@ class CrossAttentionLayer(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def forward(self, query: torch.Tensor, query_pos: torch.Tensor, key: torch.Tensor, key_pos: torch.Tensor,
-                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """query (B, Q, dim); query_pos broadcastable to it; key (B, K, kv_dim); key_pos like key."""
-        att = self.cross_attn(query + query_pos, key + key_pos, key, key_padding_mask=key_padding_mask,
-                              need_weights=False)[0]
+                key_padding_mask: torch.Tensor | None = None, return_attn: bool = False):
+        """query (B, Q, dim); query_pos broadcastable to it; key (B, K, kv_dim); key_pos like key.
+
+        Returns the new query and, with `return_attn`, the cross-attention weights (B, heads, Q, K) (else
+        None)."""
+        value = key + key_pos if self.value_pos else key
+        att, weights = self.cross_attn(query + query_pos, key + key_pos, value, key_padding_mask=key_padding_mask,
+                                       need_weights=return_attn, average_attn_weights=False)
         query = self.norm_cross(query + att)
         if self.self_attn is not None:
             qk = query + query_pos
             query = self.norm_self(query + self.self_attn(qk, qk, query, need_weights=False)[0])
-        return self.norm_ffn(query + self.ffn(query))
+        query = self.norm_ffn(query + self.ffn(query))
+        return query, weights
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -102,7 +111,7 @@ class PixelDecoder(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], text_dim: int, dim: int = 256, mask_dim: int = 256,
                  num_layers: int = 6, num_heads: int = 8, num_points: int = 4, ffn_dim: int = 1024,
-                 word_ffn_dim: int = 2048, word_heads: int = 8, max_words: int = 20):
+                 word_ffn_dim: int = 2048, word_heads: int = 8, max_words: int = 20, global_attn: bool = False):
         super().__init__()
         self.dim = dim
         # stride 32, 16, 8: the low-resolution level first, as released
@@ -120,6 +129,12 @@ class PixelDecoder(nn.Module):
         self.word_layers = nn.ModuleList(
             CrossAttentionLayer(dim, text_dim, word_heads, word_ffn_dim) for _ in range(num_layers)
         )
+        # ours, optional: full self-attention over every pixel of the three levels after each deformable
+        # layer. Deformable attention samples a few points near each pixel; "the second square from the left"
+        # needs every square to see all the others.
+        self.global_layers = nn.ModuleList(
+            CrossAttentionLayer(dim, dim, num_heads, ffn_dim) for _ in range(num_layers)
+        ) if global_attn else None
         self.lateral = nn.Sequential(nn.Conv2d(in_channels[0], dim, 1, bias=False), group_norm(dim))
         self.output = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), group_norm(dim), nn.ReLU())
         self.mask_features = nn.Conv2d(dim, mask_dim, 1)
@@ -153,9 +168,11 @@ class PixelDecoder(nn.Module):
         refs = reference_points(shapes, src.device).to(src.dtype)  # (1, S, 2)
         word_pos = self.word_pos.weight[None, :n]  # (1, N, D)
         padding = ~word_mask
-        for layer, word_layer in zip(self.layers, self.word_layers):
+        for i, (layer, word_layer) in enumerate(zip(self.layers, self.word_layers)):
             src = layer(src, pos, refs, shapes)
-            src = word_layer(src, pos, words, word_pos, key_padding_mask=padding)
+            if self.global_layers is not None:
+                src = self.global_layers[i](src, pos, src, pos)[0]
+            src = word_layer(src, pos, words, word_pos, key_padding_mask=padding)[0]
 
         maps = [t.transpose(1, 2).reshape(b, self.dim, h, w)
                 for t, (h, w) in zip(src.split([h * w for h, w in shapes], 1), shapes)]
