@@ -45,6 +45,9 @@ def test_eval_mode_round_trips_every_field(unc, split):
     assert ds.num_refs == len(unc["splits"][split]["ref_ids"])
     assert ds.sent_ids == expected_ids
     assert ds.categories == {1: "box", 2: "pair", 3: "disk"}
+    assert [r["ref_id"] for r in ds.refs] == unc["splits"][split]["ref_ids"]
+    per_image = [ann_id for image_id in unc["images"] for ann_id in ds.image_annotations(image_id)]
+    assert sorted(per_image) == sorted(unc["ann_masks"])  # every annotation listed once, under its image
     for index, sent_id in enumerate(expected_ids):
         item = ds[index]
         ref = next(r for r in unc["refs"] if r["ref_id"] == unc["sent_ref"][sent_id])
@@ -61,6 +64,8 @@ def test_eval_mode_round_trips_every_field(unc, split):
         np.testing.assert_array_equal(item["mask"].numpy(), unc["sent_masks"][sent_id])
         assert item["orig_mask"].dtype == np.uint8
         np.testing.assert_array_equal(item["orig_mask"], unc["sent_masks"][sent_id])
+        assert ref["ann_id"] in ds.image_annotations(ref["image_id"])
+        assert ref["ref_id"] in [r["ref_id"] for r in ds.refs]
         assert ds.image_info(ref["image_id"]) == {
             "file_name": info["file_name"],
             "height": h,

@@ -435,3 +435,21 @@ def test_language_blind_baselines_stay_low(small_set, one_thread):
             assert miou == 1.0  # annotations, reader and evaluator agree
         else:
             assert miou <= 0.4, (name, miou)
+
+
+def test_failure_modes_classify_hand_cases():
+    spec = importlib.util.spec_from_file_location("failure_modes", ROOT / "benchmarks" / "failure_modes_refseg.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    blank = np.zeros((10, 10), bool)
+    target, other = blank.copy(), blank.copy()
+    target[:4, :4] = True  # 16 pixels
+    other[6:, 6:] = True  # 16 pixels
+    assert bench.classify(target, target, [other]) == "correct"
+    assert bench.classify(target | other, target, [other]) == "target + others"  # IoU 0.5 is not > 0.5
+    assert bench.classify(other, target, [other]) == "wrong object"
+    assert bench.classify(blank, target, [other]) == "empty / partial"
+    part = blank.copy()
+    part[:2, :4] = True  # 8 of the target's 16 pixels, no other object
+    assert bench.classify(part, target, [other]) == "empty / partial"
+    assert bench.classify(target, target, [blank]) == "correct"  # an object hidden entirely is skipped

@@ -238,6 +238,15 @@ class ReferDataset(Dataset):
         """sent_id of every sentence in eval order."""
         return [self._refs[r]["sentences"][s]["sent_id"] for r, s in self._sentences]
 
+    @property
+    def refs(self) -> list[dict]:
+        """The split's refs, in file order (the loaded dicts: do not modify)."""
+        return self._refs
+
+    def image_annotations(self, image_id: int) -> list[int]:
+        """ann_id of every annotated object of an image, in instances.json order."""
+        return [a for a, ann in self._annotations.items() if ann["image_id"] == image_id]
+
     def image_info(self, image_id: int) -> dict[str, Any]:
         """{"file_name", "height", "width", "path"} of an image of instances.json (a copy)."""
         if image_id not in self._images:

@@ -1,0 +1,74 @@
+"""What a referring segmenter's wrong masks are, per expression form, on the synthetic benchmark.
+
+Each val sentence's prediction is put in one class by comparing it with every annotated object of its image
+(coverage = share of an object's pixels inside the predicted mask):
+- correct: IoU with the target > 0.5;
+- target + others: the target and at least one other object are both more than half covered (the model
+  found the right kind of object but did not single one out);
+- wrong object: another object is more than half covered, the target is not (it singled out the wrong one);
+- empty / partial: anything else.
+
+    .venv/bin/python benchmarks/failure_modes_refseg.py --weights runs/exp/frz640/model [--max-refs 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter, defaultdict
+
+from vlalign.data.refer import ReferDataset
+from vlalign.predictor import ReferringSegmenter
+from vlalign.synth import load_synth_info
+
+CLASSES = ("correct", "target + others", "wrong object", "empty / partial")
+
+
+def classify(pred, target, others) -> str:
+    """pred, target, others[i]: bool HxW arrays."""
+    inter, union = (pred & target).sum(), (pred | target).sum()
+    if union and inter / union > 0.5:
+        return "correct"
+    covered = sum((pred & o).sum() > 0.5 * o.sum() for o in others if o.any())
+    if covered:
+        return "target + others" if inter > 0.5 * target.sum() else "wrong object"
+    return "empty / partial"
+
+
+def failure_table(weights, data, split="val", max_refs=200) -> dict[str, Counter]:
+    segmenter = ReferringSegmenter.from_pretrained(weights)
+    dataset = ReferDataset(data, split, mode="eval")
+    info = load_synth_info(data)
+    if info is None:
+        raise SystemExit(f"{data}: no synth_info.json (expression forms exist only for `vlalign synth refcoco`)")
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for ref in dataset.refs[:max_refs]:
+        segmenter.set_image(dataset.image_info(ref["image_id"])["path"])
+        preds = segmenter.predict([s["sent"] for s in ref["sentences"]])
+        target = dataset.ann_mask(ref["ann_id"]).astype(bool)
+        others = [dataset.ann_mask(a).astype(bool) for a in dataset.image_annotations(ref["image_id"])
+                  if a != ref["ann_id"]]
+        for sentence, pred in zip(ref["sentences"], preds):
+            counts[info[str(sentence["sent_id"])]["form"]][classify(pred, target, others)] += 1
+    return counts
+
+
+def markdown(counts: dict[str, Counter]) -> str:
+    rows = ["| form | n | " + " | ".join(CLASSES) + " |", "|---|---:|" + "---:|" * len(CLASSES)]
+    for form in sorted(counts):
+        n = sum(counts[form].values())
+        rows.append(f"| {form} | {n} | " + " | ".join(f"{counts[form][c] / n:.2f}" for c in CLASSES) + " |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", required=True, help="a save_pretrained folder")
+    parser.add_argument("--data", default="runs/bench/data")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-refs", type=int, default=200)
+    args = parser.parse_args()
+    print(markdown(failure_table(args.weights, args.data, args.split, args.max_refs)))
+
+
+if __name__ == "__main__":
+    main()
