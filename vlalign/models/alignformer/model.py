@@ -27,7 +27,7 @@ project, where both are silent or where we depart on purpose):
     outputs and the final gated words) instead of the release's `vis_res`/`lang_res`.
   * the query decoder keeps a self-attention step (Mask2Former's layer order; with one query it is a learned
     linear residual); `query_self_attn=False` is the release.
-  * options, all off (measured without gain at 400 iterations, benchmarks/README.md): `query_attn_prior`
+  * options, all off (no gain measured at 400 and 640 iterations, benchmarks/README.md): `query_attn_prior`
     (the query's attention maps as extra kernel inputs), `query_value_pos` (sine positions in the query's
     values), `pixel_global_attn` (full pixel self-attention after each deformable layer).
   * deformable attention in pure PyTorch (ms_deform_attn.py) instead of the release's compiled CUDA op.
