@@ -17,6 +17,7 @@ import argparse
 from collections import Counter, defaultdict
 
 from vlalign.data.refer import ReferDataset
+from vlalign.metrics.refseg import iou
 from vlalign.predictor import ReferringSegmenter
 from vlalign.synth import load_synth_info
 
@@ -25,8 +26,8 @@ CLASSES = ("correct", "target + others", "wrong object", "empty / partial")
 
 def classify(pred, target, others) -> str:
     """pred, target, others[i]: bool HxW arrays."""
-    inter, union = (pred & target).sum(), (pred | target).sum()
-    if union and inter / union > 0.5:
+    inter = (pred & target).sum()
+    if iou(inter, (pred | target).sum()) > 0.5:
         return "correct"
     covered = sum((pred & o).sum() > 0.5 * o.sum() for o in others if o.any())
     if covered:
@@ -35,11 +36,11 @@ def classify(pred, target, others) -> str:
 
 
 def failure_table(weights, data, split="val", max_refs=200) -> dict[str, Counter]:
-    segmenter = ReferringSegmenter.from_pretrained(weights)
-    dataset = ReferDataset(data, split, mode="eval")
-    info = load_synth_info(data)
+    info = load_synth_info(data)  # checked first: it costs nothing, the model and the refs do
     if info is None:
         raise SystemExit(f"{data}: no synth_info.json (expression forms exist only for `vlalign synth refcoco`)")
+    dataset = ReferDataset(data, split, mode="eval")
+    segmenter = ReferringSegmenter.from_pretrained(weights)
     counts: dict[str, Counter] = defaultdict(Counter)
     for ref in dataset.refs[:max_refs]:
         segmenter.set_image(dataset.image_info(ref["image_id"])["path"])
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--max-refs", type=int, default=200)
     args = parser.parse_args()
+    if args.max_refs < 1:
+        parser.error(f"--max-refs must be at least 1, got {args.max_refs}")
     print(markdown(failure_table(args.weights, args.data, args.split, args.max_refs)))
 
 

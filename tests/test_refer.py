@@ -48,6 +48,8 @@ def test_eval_mode_round_trips_every_field(unc, split):
     assert [r["ref_id"] for r in ds.refs] == unc["splits"][split]["ref_ids"]
     per_image = [ann_id for image_id in unc["images"] for ann_id in ds.image_annotations(image_id)]
     assert sorted(per_image) == sorted(unc["ann_masks"])  # every annotation listed once, under its image
+    with pytest.raises(KeyError, match="image_id 987654 is not in"):
+        ds.image_annotations(987654)
     for index, sent_id in enumerate(expected_ids):
         item = ds[index]
         ref = next(r for r in unc["refs"] if r["ref_id"] == unc["sent_ref"][sent_id])

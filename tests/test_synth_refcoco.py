@@ -421,10 +421,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def load_benchmark(file_name: str):
+    """A script of benchmarks/ as a module (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(file_name.removesuffix(".py"), ROOT / "benchmarks" / file_name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_language_blind_baselines_stay_low(small_set, one_thread):
-    spec = importlib.util.spec_from_file_location("language_blind", ROOT / "benchmarks" / "language_blind.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("language_blind.py")
     out, _ = small_set
     results = bench.evaluate_baselines(out, splits=("train", "val", "testA", "testB"))
     total = sum(r["oracle"]["num_samples"] for r in results.values())
@@ -438,9 +444,7 @@ def test_language_blind_baselines_stay_low(small_set, one_thread):
 
 
 def test_failure_modes_classify_hand_cases():
-    spec = importlib.util.spec_from_file_location("failure_modes", ROOT / "benchmarks" / "failure_modes_refseg.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("failure_modes_refseg.py")
     blank = np.zeros((10, 10), bool)
     target, other = blank.copy(), blank.copy()
     target[:4, :4] = True  # 16 pixels
@@ -453,3 +457,9 @@ def test_failure_modes_classify_hand_cases():
     part[:2, :4] = True  # 8 of the target's 16 pixels, no other object
     assert bench.classify(part, target, [other]) == "empty / partial"
     assert bench.classify(target, target, [blank]) == "correct"  # an object hidden entirely is skipped
+
+
+def test_failure_modes_need_synth_info_before_loading_anything(tmp_path):
+    bench = load_benchmark("failure_modes_refseg.py")
+    with pytest.raises(SystemExit, match="no synth_info.json"):
+        bench.failure_table(tmp_path / "no-model", tmp_path)

@@ -245,6 +245,8 @@ class ReferDataset(Dataset):
 
     def image_annotations(self, image_id: int) -> list[int]:
         """ann_id of every annotated object of an image, in instances.json order."""
+        if image_id not in self._images:
+            raise KeyError(f"image_id {image_id} is not in {self.instances_path}")
         return [a for a, ann in self._annotations.items() if ann["image_id"] == image_id]
 
     def image_info(self, image_id: int) -> dict[str, Any]:
