@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from conftest import VOCAB, toy_batch
 
 from vlalign.models.alignformer import ALIGNFORMER_BUILDERS, build_alignformer
+from vlalign.models.alignformer.half_plane import half_plane_sums
 from vlalign.models.alignformer.losses import bce_loss, contrast_regions, instance_contrastive_loss
 from vlalign.models.alignformer.ms_deform_attn import (
     MSDeformAttn,
@@ -181,6 +182,41 @@ def test_global_pixel_attention_and_value_positions_learn_and_change_the_output(
     with torch.no_grad():
         a, b = plain(image, tokens, mask)["logits"], moved(image, tokens, mask)["logits"]
     assert (a - b).abs().max() > 1e-3
+
+
+def test_half_plane_sums_match_a_pixel_loop():
+    """Each of the 8 sums is the mass strictly beyond the pixel along x, y, x+y or x-y (both senses)."""
+    g = torch.rand(2, 3, 5, 7)
+    fast = half_plane_sums(g)
+    ys, xs = torch.meshgrid(torch.arange(5), torch.arange(7), indexing="ij")
+    for a, proj in enumerate((xs, ys, xs + ys, xs - ys)):
+        for y in range(5):
+            for x in range(7):
+                beyond, before = proj > proj[y, x], proj < proj[y, x]
+                torch.testing.assert_close(fast[:, :, 2 * a, y, x], (g * beyond).sum((-2, -1)))
+                torch.testing.assert_close(fast[:, :, 2 * a + 1, y, x], (g * before).sum((-2, -1)))
+    # one unit of mass at the left edge: every pixel right of its column sees it on its left, none on its right
+    point = torch.zeros(1, 1, 4, 4)
+    point[0, 0, 1, 0] = 1.0
+    sums = half_plane_sums(point)[0, 0]
+    assert sums[1, :, 0].eq(0).all() and sums[1, :, 1:].eq(1).all() and sums[0].eq(0).all()
+
+
+def test_half_plane_context_starts_as_identity_and_learns(bert_dir):
+    """pixel_half_plane adds one context per layer and level, the identity at initialisation; once its output
+    layer is non-zero every one of its parameters gets a gradient."""
+    model = tiny("alignformer_lite", bert_dir, pixel_half_plane=4).eval()
+    contexts = [c for level in model.pixel_decoder.half_plane for c in level]
+    assert len(contexts) == 3 * model.config.pixel_layers
+    x = torch.randn(2, model.config.pixel_dim, 6, 5)
+    torch.testing.assert_close(contexts[0](x), x)  # identity at initialisation
+    image, tokens, mask, target = toy_batch(model)
+    with torch.no_grad():
+        for c in contexts:
+            c.out.weight.normal_(std=0.1)
+    out = model(image, tokens, mask, target)
+    (out["loss_bce"] + out["loss_dice"]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for c in contexts for p in c.parameters())
 
 
 def test_release_gates_never_open():

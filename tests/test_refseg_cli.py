@@ -43,12 +43,13 @@ def tiny_set_args(bert_dir) -> list[str]:
 def test_train_eval_predict_through_the_cli(bert_dir, data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "alignformer_lite", "--data", str(data_dir), "--out", str(run), "--batch-size", "2",
-            "--save-every", "1", *tiny_set_args(bert_dir)]
+            "--save-every", "1", "--hflip", "0.5", *tiny_set_args(bert_dir)]
     assert main(args + ["--iters", "2"]) == 0
     results = json.loads((run / "results.json").read_text())["results"]
     assert set(results) == {"val", "testA", "testB"}
     assert all(0 <= r["mIoU"] <= 1 and r["resolution"] == "original" for r in results.values())
     assert (run / "model" / "config.json").is_file() and (run / "model" / "model.safetensors").is_file()
+    assert "mirrored with probability 0.5" in (run / "model" / "README.md").read_text()  # the card says so
 
     # resume continues from iteration 2 to 3 instead of starting again
     assert main(args + ["--iters", "3", "--resume"]) == 0

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from vlalign.data.collate import make_collate
+from vlalign.data.flip import HorizontalFlip
 from vlalign.data.images import load_image
 from vlalign.data.refer import ReferDataset
 from vlalign.data.transforms import ResizeSquare, invert_prediction
@@ -90,12 +91,15 @@ def form_breakdown(per_sample: dict[Any, tuple[int, int, float]], info: dict[str
 
 
 def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split_by: str = "unc", image_dir=None,
-                 eval_samples: int = 300, seed: int = 0, shuffle_text: bool = False) -> dict[str, Any]:
+                 eval_samples: int = 300, seed: int = 0, shuffle_text: bool = False,
+                 hflip: float = 0.0) -> dict[str, Any]:
     """Train `model` on the `train` split, evaluating on (up to `eval_samples` sentences of) `val`.
 
     Writes the run into `config.out_dir`; returns the engine's summary. The final model folder
     (`save_pretrained`) is written by the caller, so that library users choose where it goes.
     `shuffle_text=True` is the language ablation: every mask is paired with another ref's sentence.
+    `hflip` > 0 mirrors each training sample with that probability, left/right swapped in its sentence
+    (vlalign.data.flip).
     A model with a `prepare(train_set)` method gets it called first, before the optimizer sees its parameters
     (EFN builds its word vocabulary from the training expressions there).
     """
@@ -106,6 +110,8 @@ def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split
         model.prepare(train_set)
     if shuffle_text:
         train_set = ShuffledText(train_set, seed)
+    if hflip > 0:
+        train_set = HorizontalFlip(train_set, hflip, seed)
     val_set = eval_dataset(data_dir, "val", size, split_by=split_by, image_dir=image_dir)
 
     def evaluate(m):
@@ -116,12 +122,13 @@ def train_refseg(model: torch.nn.Module, data_dir, config: TrainConfig, *, split
                     param_groups=getattr(model, "param_groups", lambda: None)())
     # What the model card says (save_pretrained reads it; vlalign/hub.py): the data, the protocol and the
     # last validation numbers of training; full evaluations are added with hub.update_model_card.
-    model.card_info = card_info(data_dir, split_by, len(train_set), summary, config, shuffle_text, eval_samples)
+    model.card_info = card_info(data_dir, split_by, len(train_set), summary, config, shuffle_text, eval_samples,
+                                hflip)
     return summary
 
 
 def card_info(data_dir, split_by: str, num_train: int, summary: dict[str, Any], config: TrainConfig,
-              shuffle_text: bool, eval_samples: int) -> dict[str, Any]:
+              shuffle_text: bool, eval_samples: int, hflip: float = 0.0) -> dict[str, Any]:
     """Model-card entries of a referring segmentation training run (data, protocol, training, metrics)."""
     splits = ", ".join(EVAL_SPLITS.get(split_by, ("val",)))
     val = {k.removeprefix("val_"): v for k, v in (summary.get("eval") or {}).items() if k.startswith("val_")}
@@ -130,6 +137,8 @@ def card_info(data_dir, split_by: str, num_train: int, summary: dict[str, Any], 
         "data": f"Refer-format data `{Path(data_dir).name}` (split_by `{split_by}`), trained on the `train` split "
                 f"({num_train} referred objects, one sentence drawn per object and epoch)"
                 + (" with the language ablation (each mask paired with another object's sentence)" if shuffle_text
+                   else "")
+                + (f", each sample mirrored with probability {hflip} (left/right swapped in its sentence)" if hflip
                    else "") + ".",
         "protocol": f"mIoU, oIoU and Prec@0.5-0.9 over every sentence of the evaluation splits ({splits}), "
                     "predictions mapped back to each image's original resolution (EFN/CRIS protocol; "

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       set_example="contrast_weight=0 text_dir=/models/bert-base-uncased")
     p.add_argument("--shuffle-expressions", action="store_true",
                    help="language ablation: train each mask with another ref's sentence")
+    p.add_argument("--hflip", type=float, default=0.0, metavar="P",
+                   help="mirror each training sample with probability P, swapping left/right in its sentence")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="mIoU / oIoU / Prec@X of a trained model folder")
@@ -112,7 +114,7 @@ def _train(args) -> int:
     model = build_model(args.model, **_overrides(args.set))
     config = train_config(args, model)
     summary = refseg.train_refseg(model, args.data, config, split_by=args.split_by, image_dir=args.image_dir,
-                                  seed=args.seed, shuffle_text=args.shuffle_expressions)
+                                  seed=args.seed, shuffle_text=args.shuffle_expressions, hflip=args.hflip)
     if int(os.environ.get("RANK", "0")) != 0:  # the engine has closed the process group: rank 0 finishes
         return 0
     model_dir = Path(args.out) / "model"

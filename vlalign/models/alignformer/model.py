@@ -29,7 +29,9 @@ project, where both are silent or where we depart on purpose):
     linear residual); `query_self_attn=False` is the release.
   * options, all off (no gain measured at 400 and 640 iterations, benchmarks/README.md): `query_attn_prior`
     (the query's attention maps as extra kernel inputs), `query_value_pos` (sine positions in the query's
-    values), `pixel_global_attn` (full pixel self-attention after each deformable layer).
+    values), `pixel_global_attn` (full pixel self-attention after each deformable layer),
+    `pixel_half_plane` (each pixel counts learned maps beyond it in 8 directions, half_plane.py; 0.328 vs
+    0.360 at 400 iterations).
   * deformable attention in pure PyTorch (ms_deform_attn.py) instead of the release's compiled CUDA op.
   * the contrastive loss entirely (losses.py): regions, terms, its own projection of the last query state to
     mask_dim, a learnable temperature (0.07 as in CLIP); weight `contrast_weight` = 0.1 (untuned; 0 skips it).
@@ -82,6 +84,7 @@ class AlignFormerConfig:
     pixel_ffn_dim: int = 1024
     word_ffn_dim: int = 2048
     pixel_global_attn: bool = False  # ours: full self-attention between the pixels too (pixel_decoder.py)
+    pixel_half_plane: int = 0  # ours: maps counted beyond each pixel in 8 directions (half_plane.py); 0 = off
     query_dim: int = 768
     query_layers: int = 6
     query_heads: int = 8
@@ -196,7 +199,7 @@ class AlignFormer(ReferringModel):
             channels, d, dim=config.pixel_dim, mask_dim=config.mask_dim, num_layers=config.pixel_layers,
             num_heads=config.pixel_heads, num_points=config.pixel_points, ffn_dim=config.pixel_ffn_dim,
             word_ffn_dim=config.word_ffn_dim, word_heads=config.pixel_heads, max_words=config.max_tokens,
-            global_attn=config.pixel_global_attn,
+            global_attn=config.pixel_global_attn, half_plane=config.pixel_half_plane,
         )
         query_decoder = QueryDecoder(
             d, dim=config.query_dim, pixel_dim=config.pixel_dim, mask_dim=config.mask_dim,

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlalign.models.alignformer.half_plane import HalfPlaneContext
 from vlalign.models.alignformer.ms_deform_attn import MSDeformAttn, Shapes
 
 
@@ -111,7 +112,8 @@ class PixelDecoder(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], text_dim: int, dim: int = 256, mask_dim: int = 256,
                  num_layers: int = 6, num_heads: int = 8, num_points: int = 4, ffn_dim: int = 1024,
-                 word_ffn_dim: int = 2048, word_heads: int = 8, max_words: int = 20, global_attn: bool = False):
+                 word_ffn_dim: int = 2048, word_heads: int = 8, max_words: int = 20, global_attn: bool = False,
+                 half_plane: int = 0):
         super().__init__()
         self.dim = dim
         # stride 32, 16, 8: the low-resolution level first, as released
@@ -135,6 +137,11 @@ class PixelDecoder(nn.Module):
         self.global_layers = nn.ModuleList(
             CrossAttentionLayer(dim, dim, num_heads, ffn_dim) for _ in range(num_layers)
         ) if global_attn else None
+        # ours, optional: after each word layer, every level counts `half_plane` learned maps beyond each
+        # pixel in eight directions (half_plane.py); 0 = off, the release
+        self.half_plane = nn.ModuleList(
+            nn.ModuleList(HalfPlaneContext(dim, half_plane) for _ in range(3)) for _ in range(num_layers)
+        ) if half_plane > 0 else None
         self.lateral = nn.Sequential(nn.Conv2d(in_channels[0], dim, 1, bias=False), group_norm(dim))
         self.output = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), group_norm(dim), nn.ReLU())
         self.mask_features = nn.Conv2d(dim, mask_dim, 1)
@@ -155,7 +162,7 @@ class PixelDecoder(nn.Module):
 
     def _forward(self, features: Sequence[torch.Tensor], words: torch.Tensor,
                  word_mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        b, n = words.shape[:2]
+        n = words.shape[1]
         if n > self.word_pos.num_embeddings:
             raise ValueError(f"{n} tokens; this model takes at most {self.word_pos.num_embeddings}")
         srcs = [proj(f) for proj, f in zip(self.input_proj, reversed(features[1:]))]
@@ -173,9 +180,16 @@ class PixelDecoder(nn.Module):
             if self.global_layers is not None:
                 src = self.global_layers[i](src, pos, src, pos)[0]
             src = word_layer(src, pos, words, word_pos, key_padding_mask=padding)[0]
+            if self.half_plane is not None:
+                maps = [ctx(m) for ctx, m in zip(self.half_plane[i], self._levels(src, shapes))]
+                src = torch.cat([m.flatten(2) for m in maps], 2).transpose(1, 2)
 
-        maps = [t.transpose(1, 2).reshape(b, self.dim, h, w)
-                for t, (h, w) in zip(src.split([h * w for h, w in shapes], 1), shapes)]
+        maps = self._levels(src, shapes)
         fine = self.lateral(features[0])  # (B, dim, H/4, W/4)
         fine = fine + F.interpolate(maps[-1], size=fine.shape[-2:], mode="bilinear", align_corners=False)
         return self.mask_features(self.output(fine)), maps
+
+    def _levels(self, src: torch.Tensor, shapes: Shapes) -> list[torch.Tensor]:
+        """(B, S, dim) tokens of all levels -> one (B, dim, h, w) map per level."""
+        return [t.transpose(1, 2).reshape(src.shape[0], self.dim, h, w)
+                for t, (h, w) in zip(src.split([h * w for h, w in shapes], 1), shapes)]
