@@ -459,6 +459,32 @@ def test_failure_modes_classify_hand_cases():
     assert bench.classify(target, target, [blank]) == "correct"  # an object hidden entirely is skipped
 
 
+def test_failure_modes_size_classes_and_table():
+    bench = load_benchmark("failure_modes_refseg.py")
+    small, big = np.zeros((100, 200), bool), np.zeros((100, 200), bool)
+    small[:10, :30] = True  # 300 px < 0.035 * 100^2 = 350
+    big[:10, :40] = True  # 400 px
+    assert bench.size_class(small) == "small" and bench.size_class(big) == "big"
+    table = bench.size_markdown({"small": [(0.8, "correct"), (0.0, "wrong object")], "big": [(0.2, "empty / partial")]})
+    assert "| small | 2 | 0.400 | 0.50 | 0.800 |" in table
+    assert "| big | 1 | 0.200 | 0.00 | - |" in table
+
+
+def test_mask_ceiling_by_hand():
+    """A block on the stride-4 grid loses only its 4 corner pixels (bilinear: 0.625^2 < 0.5); a one-pixel
+    line vanishes at stride 4."""
+    bench = load_benchmark("mask_ceiling_refseg.py")
+    block = np.zeros((160, 160), bool)
+    block[40:80, 80:120] = True
+    assert bench.ceiling_iou(block, 160, 4) == pytest.approx(1 - 4 / 1600)
+    line = np.zeros((160, 160), bool)
+    line[50, 20:140] = True
+    assert bench.ceiling_iou(line, 160, 1) == pytest.approx(1.0)
+    assert bench.ceiling_iou(line, 160, 4) == 0.0
+    # an image twice the input size, map at stride 1: corners interpolate to 0.75^2 > 0.5, nothing is lost
+    assert bench.ceiling_iou(np.kron(block, np.ones((2, 2), bool)), 160, 1) == pytest.approx(1.0)
+
+
 def test_failure_modes_need_synth_info_before_loading_anything(tmp_path):
     bench = load_benchmark("failure_modes_refseg.py")
     with pytest.raises(SystemExit, match="no synth_info.json"):
