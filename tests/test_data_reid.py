@@ -124,6 +124,18 @@ def test_official_errors_name_the_problem(sysu, tmp_path):
         load_rand_perm_cam(tmp_path / "other.mat")
 
 
+def test_query_and_gallery_of_chosen_ids(sysu):
+    """Training identities in the test protocol's roles (what a model memorised): the same draw rule."""
+    q = sysu_query(sysu, ids=[5, 6])
+    assert q.pids.tolist() == [5, 5, 6, 6] and q.camids.tolist() == [3, 3, 6, 6]
+    g = sysu_gallery(sysu, "all", trial=1, ids=[6, 5])
+    assert sorted(set(g.pids.tolist())) == [5, 6]
+    assert g.paths == sysu_gallery(sysu, "all", trial=1, ids=[5, 6]).paths  # ids are sorted, as the test ids
+    assert sysu_gallery(sysu, trial=0, ids=TEST_IDS).paths == sysu_gallery(sysu, trial=0).paths
+    with pytest.raises(ValueError, match="seeded"):
+        sysu_gallery(sysu, sampling="official", ids=[5])
+
+
 def test_train_and_id_files(sysu):
     visible, infrared = sysu_train(sysu)
     assert sorted(set(visible.pids.tolist())) == [5, 6] and len(visible) == 3

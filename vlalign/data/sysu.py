@@ -121,10 +121,10 @@ def sysu_train(root: str | Path, splits: Sequence[str] = ("train", "val")) -> tu
     return _collect(root, ids, VISIBLE_CAMS), _collect(root, ids, INFRARED_CAMS)
 
 
-def sysu_query(root: str | Path) -> ReidImages:
-    """All IR images (cams 3, 6) of the test identities; the same for all- and indoor-search."""
+def sysu_query(root: str | Path, ids: Sequence[int] | None = None) -> ReidImages:
+    """All IR images (cams 3, 6) of the test identities (or of `ids`); the same for all- and indoor-search."""
     root = _check_root(root)
-    return _collect(root, read_id_file(root / "exp" / "test_id.txt"), INFRARED_CAMS)
+    return _collect(root, read_id_file(root / "exp" / "test_id.txt") if ids is None else ids, INFRARED_CAMS)
 
 
 def _gallery_cams(mode: str) -> tuple[int, ...]:
@@ -140,11 +140,14 @@ def sysu_gallery(
     trial: int = 0,
     sampling: str = "seeded",
     perm: dict[int, list[np.ndarray | None]] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> ReidImages:
     """The visible gallery of one trial (0..9): `shots` images per (test identity, gallery camera).
 
     sampling "seeded" (AGW lineage) or "official" (`rand_perm_cam.mat`; pass `perm` from
     `load_rand_perm_cam` to read the file once, otherwise it is read from ROOT/exp/rand_perm_cam.mat).
+    ids: other identities than the test ones (e.g. training identities, to measure what a model memorised);
+    seeded sampling only.
     """
     root = _check_root(root)
     cams = _gallery_cams(mode)
@@ -152,7 +155,10 @@ def sysu_gallery(
         raise ValueError(f"shots must be >= 1 (1 single-shot, 10 multi-shot), got {shots}")
     if not 0 <= trial < NUM_TRIALS:
         raise ValueError(f"trial must be in 0..{NUM_TRIALS - 1}, got {trial}")
-    ids = read_id_file(root / "exp" / "test_id.txt")
+    if ids is not None and sampling != "seeded":
+        raise ValueError(f"a gallery of chosen ids needs sampling='seeded' (the official file covers the test "
+                         f"ids only), got {sampling!r}")
+    ids = read_id_file(root / "exp" / "test_id.txt") if ids is None else list(ids)
     if sampling == "seeded":
         return _seeded_gallery(root, ids, cams, shots, trial)
     if sampling == "official":
