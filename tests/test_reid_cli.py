@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from vlalign.cli import main
@@ -17,14 +18,15 @@ def sysu(tmp_path_factory):
     return root
 
 
-def _tiny(bert_dir):
+def _tiny(bert_dir, *more):
     return ["--set", "pretrained_backbone=false", f"text_dir={bert_dir}", "pretrained_text=false",
-            "image_size=[32,16]", "embed_dim=16", "num_instances=2"]
+            "image_size=[32,16]", "embed_dim=16", "num_instances=2", *more]
 
 
-def _train(sysu, out, bert_dir, *extra):
+def _train(sysu, out, bert_dir, *extra, overrides=()):
     argv = ["reid", "train", "clip4vireid_lite", "--data", str(sysu), "--out", str(out), "--iters", "2", "2", "2",
-            "--batch-size", "8", "4", "4", "--save-every", "1", "--trials", "2", *extra, *_tiny(bert_dir)]
+            "--batch-size", "8", "4", "4", "--save-every", "1", "--trials", "2", *extra,
+            *_tiny(bert_dir, *overrides)]
     return main(argv)
 
 
@@ -60,6 +62,29 @@ def test_killed_run_resumes_at_the_right_stage_exactly(sysu, trained, bert_dir, 
         load_file(str(trained / "model" / "model.safetensors"))
     assert resumed.keys() == straight.keys()
     assert all((resumed[k] == straight[k]).all() for k in straight)  # same weights as the uninterrupted run
+
+
+def test_channel_prob_reaches_the_training_images(sysu, bert_dir, tmp_path, monkeypatch, capsys, one_thread):
+    """--set channel_prob=1.0: every visible training image of stage 2 is one channel repeated."""
+    import vlalign.reid
+
+    made = []
+
+    class Recording(vlalign.reid.ReidTrainSet):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(vlalign.reid, "ReidTrainSet", Recording)
+    assert _train(sysu, tmp_path / "run", bert_dir, "--stages", "1", "2", "--no-final-eval",
+                  overrides=["channel_prob=1.0"]) == 0
+    (train_set,) = made
+    assert train_set.channel_prob == 1.0
+    train_set.erase_prob = 0.0  # random erasing fills its box with per-channel noise
+    visible = [i for i in range(len(train_set)) if train_set[i]["modality"] == 0]
+    assert visible and all(torch.equal(train_set[i]["image"][0], train_set[i]["image"][2]) for i in visible[:6])
+    assert _train(sysu, tmp_path / "bad", bert_dir, overrides=["channel_prob=2"]) == 2
+    assert "channel_prob must be in [0, 1]" in capsys.readouterr().err
 
 
 def test_eval_prints_rank_map_minp(sysu, trained, tmp_path, capsys):

@@ -91,6 +91,8 @@ class CLIP4VIReIDConfig:
     weight_decay: float = 1e-4
     head_lr_mult: float = 1.0  # BNNeck heads' lr / the stage's lr (stages 2 and 3)
     warmup_iters: int = 10
+    # CAJ's channel augmentation: a visible training image becomes one of R, G, B or its luma, repeated
+    channel_prob: float = 0.5
 
     def __post_init__(self):
         for name in ("image_size", "stage_iters", "stage_lr", "stage_batch_size"):
@@ -102,6 +104,8 @@ class CLIP4VIReIDConfig:
                 raise ValueError(f"{name} needs 3 values (TSG, IFE, HSA), got {getattr(self, name)}")
         if self.last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
+        if not 0.0 <= self.channel_prob <= 1.0:
+            raise ValueError(f"channel_prob must be in [0, 1], got {self.channel_prob}")
         if self.num_instances < 2 or self.num_instances % 2:
             raise ValueError(f"num_instances must be even (half visible, half infrared), got {self.num_instances}")
 
