@@ -18,25 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vlalign.data.sysu import read_id_file, sysu_gallery, sysu_query
-from vlalign.metrics.reid import eval_sysu
+from vlalign.data.sysu import read_id_file
 from vlalign.models.pretrained import from_pretrained
-from vlalign.reid import extract_features
-
-
-def scores(model, root: Path, ids: list[int] | None, trials: int) -> dict[str, float]:
-    """Mean Rank-1 / mAP (fractions) over `trials` seeded single-shot galleries of `ids` (None = test ids)."""
-    query = sysu_query(root, ids)
-    qf = extract_features(model, query.paths)
-    r1, ap = [], []
-    for t in range(trials):
-        g = sysu_gallery(root, "all", 1, t, ids=ids)
-        cmc, m_ap, _ = eval_sysu(-(qf @ extract_features(model, g.paths).T), query.pids, g.pids, query.camids,
-                                 g.camids)
-        r1.append(cmc[0])
-        ap.append(m_ap)
-    return {"ids": len(set(query.pids.tolist())), "queries": len(query), "rank1": float(np.mean(r1)),
-            "mAP": float(np.mean(ap))}
+from vlalign.reid import evaluate_reid
 
 
 def main() -> None:
@@ -55,8 +39,8 @@ def main() -> None:
     model = from_pretrained(args.weights)
     print("| identities | ids | queries | Rank-1 | mAP |\n|---|---:|---:|---:|---:|")
     for name, ids in (("test", None), ("training", chosen)):
-        s = scores(model, root, ids, args.trials)
-        print(f"| {name} | {s['ids']} | {s['queries']} | {100 * s['rank1']:.1f} | {100 * s['mAP']:.1f} |")
+        (s,) = evaluate_reid(model, "sysu", root, trials=args.trials, ids=ids).values()
+        print(f"| {name} | {len(test_ids)} | {s['queries']} | {100 * s['rank1']:.1f} | {100 * s['mAP']:.1f} |")
 
 
 if __name__ == "__main__":

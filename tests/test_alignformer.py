@@ -217,6 +217,8 @@ def test_half_plane_context_starts_as_identity_and_learns(bert_dir):
     out = model(image, tokens, mask, target)
     (out["loss_bce"] + out["loss_dice"]).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for c in contexts for p in c.parameters())
+    with pytest.raises(ValueError, match="pixel_half_plane"):
+        tiny("alignformer_lite", bert_dir, pixel_half_plane=-1)
 
 
 def test_release_gates_never_open():

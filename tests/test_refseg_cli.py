@@ -83,6 +83,9 @@ def test_cli_errors_name_the_problem(bert_dir, data_dir, tmp_path, capsys):
     assert main(["train", "alignformer_lite", "--data", str(data_dir), "--out", str(tmp_path / "r"),
                  "--set", "oops"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", "alignformer_lite", "--data", str(data_dir), "--out", str(tmp_path / "r"),
+                 "--hflip", "1.5", *tiny_set_args(bert_dir)]) == 2
+    assert "flip probability must be in [0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_predictor_on_a_real_photo(bert_dir):

@@ -87,6 +87,22 @@ def test_channel_prob_reaches_the_training_images(sysu, bert_dir, tmp_path, monk
     assert "channel_prob must be in [0, 1]" in capsys.readouterr().err
 
 
+def test_evaluate_reid_on_chosen_identities(sysu, trained, one_thread):
+    """ids= puts training identities in the test roles (every IR image a query); other data sets refuse."""
+    from vlalign.data.sysu import read_id_file, sysu_query
+    from vlalign.models.pretrained import from_pretrained
+    from vlalign.reid import evaluate_reid
+
+    model = from_pretrained(trained / "model")
+    ids = read_id_file(sysu / "exp" / "train_id.txt")
+    (scores,) = evaluate_reid(model, "sysu", sysu, trials=2, ids=ids).values()
+    assert scores["queries"] == len(sysu_query(sysu, ids)) and 0 < scores["rank1"] <= 1
+    with pytest.raises(ValueError, match="official"):
+        evaluate_reid(model, "sysu", sysu, trials=1, sampling="official", ids=ids)
+    with pytest.raises(ValueError, match="fixed test splits"):
+        evaluate_reid(model, "regdb", sysu, ids=ids)
+
+
 def test_eval_prints_rank_map_minp(sysu, trained, tmp_path, capsys):
     out = tmp_path / "m.json"
     assert main(["reid", "eval", "--weights", str(trained / "model"), "--data", str(sysu), "--trials", "3",

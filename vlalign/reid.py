@@ -14,6 +14,7 @@ official sampling), RegDB (one trial's split, both directions named), LLCM (both
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,26 +174,30 @@ def _scores(results: list[tuple[np.ndarray, float, float]], num_q: int, num_g: l
 
 def evaluate_reid(model, dataset: str, root, *, trials: int = 10, modes: tuple[str, ...] = ("all",),
                   shots: tuple[int, ...] = (1,), sampling: str = "seeded", regdb_trial: int = 1,
-                  batch_size: int = 64, quick: bool = False) -> dict[str, dict[str, Any]]:
+                  batch_size: int = 64, quick: bool = False,
+                  ids: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
     """{protocol name: rank1/5/10/20, mAP, mINP (fractions), trials, queries, gallery size} for one data set.
 
     SYSU: every mode x shots, `trials` trials of `sampling`; RegDB: trial `regdb_trial`'s test split, both
     directions; LLCM: both directions, `trials` trials, in DEEN's roles (`vlalign.data.llcm.llcm_ranking`: for
     VIS->IR, 'queries' are the sampled NIR images and 'gallery' every visible image). quick: only the first
-    protocol (training-time eval)."""
+    protocol (training-time eval). ids (SYSU, seeded sampling only): other identities than the test ones in
+    the same roles, e.g. training identities to measure what a model memorised."""
     feats = _Features(model, batch_size)
     results: dict[str, dict[str, Any]] = {}
+    if ids is not None and dataset != "sysu":
+        raise ValueError(f"ids selects SYSU identities; {dataset!r} has fixed test splits")
     if dataset == "sysu":
         from vlalign.data.sysu import load_rand_perm_cam, sysu_gallery, sysu_query
 
-        query = sysu_query(root)
+        query = sysu_query(root, ids)
         qf = feats(query.paths)
         perm = load_rand_perm_cam(Path(root) / "exp" / "rand_perm_cam.mat") if sampling == "official" else None
         for mode in modes:
             for n in shots:
                 runs, sizes = [], []
                 for t in range(trials):
-                    g = sysu_gallery(root, mode, n, t, sampling, perm)
+                    g = sysu_gallery(root, mode, n, t, sampling, perm, ids)
                     runs.append(eval_sysu(-(qf @ feats(g.paths).T), query.pids, g.pids, query.camids, g.camids))
                     sizes.append(len(g))
                 shot = "single-shot" if n == 1 else f"multi-shot ({n})"

@@ -110,6 +110,8 @@ class AlignFormerConfig:
     def __post_init__(self):
         if self.decoder_features not in ("vlba", "backbone"):
             raise ValueError(f"decoder_features must be 'vlba' or 'backbone', got {self.decoder_features!r}")
+        if self.pixel_half_plane < 0:
+            raise ValueError(f"pixel_half_plane is a number of maps (0 = off), got {self.pixel_half_plane}")
 
 
 class AlignFormer(ReferringModel):
