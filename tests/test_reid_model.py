@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from vlalign.data.reid_train import PKBatchSampler, ReidTrainSet
@@ -331,3 +332,65 @@ def test_lite_last_stride_one_doubles_the_last_map_with_the_same_weights(bert_di
     assert kept.image_encoder.backbone.strides[-1] == 16
     with pytest.raises(ValueError, match="last_stride"):
         _lite(bert_dir, last_stride=4)
+
+
+def test_gray_input_reduces_every_image_to_its_luma_in_training_and_at_test(bert_dir, one_thread):
+    torch.manual_seed(0)
+    gray = _lite(bert_dir, gray_input=True).eval()
+    colour = _lite(bert_dir)
+    colour.load_state_dict(gray.state_dict())
+    colour.eval()
+    image = torch.rand(2, 3, 32, 16)
+    luma = (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).unsqueeze(1).expand_as(image)
+    with torch.no_grad():
+        assert torch.allclose(gray.extract(image), colour.extract(luma), atol=1e-6)
+        assert not torch.allclose(colour.extract(image), colour.extract(luma), atol=1e-3)
+        # infrared crops (R = G = B) and CAJ's one-channel images are left as they are
+        assert torch.allclose(gray.extract(luma), colour.extract(luma), atol=1e-5)
+    gray.set_stage(1)  # stage-1 image features go through the same reduction
+    with torch.no_grad():
+        assert torch.allclose(gray.encode(image)[1], colour.image_encoder(luma)[1], atol=1e-6)
+
+
+def test_part_stripes_train_their_heads_and_weigh_like_the_global_feature(bert_dir, one_thread, tmp_path):
+    from vlalign.models.pretrained import from_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    model = _lite(bert_dir, parts=2)  # 32x16 input: a 2x1 final map, one row per stripe
+    image, pid, modality = _batch()
+    for stage in (2, 3):
+        model.set_stage(stage)
+        model.train()
+        model.zero_grad()
+        out = model(image=image, pid=pid, modality=modality)
+        assert set(out) == STAGE_LOSSES[stage] | {"loss_part_id"}
+        out["loss_part_id"].backward()
+        for i in range(2):
+            assert model.part_classifiers[i].weight.grad.abs().sum() > 0
+            assert model.part_bottlenecks[i].weight.grad.abs().sum() > 0
+            assert not model.part_bottlenecks[i].bias.requires_grad  # BNNeck: frozen zero bias
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract(image)
+        c, d = model.image_encoder.feat_dim, model.image_encoder.proj_dim
+        assert feats.shape == (8, c + d + 2 * c)
+        assert torch.allclose(feats.norm(dim=1), torch.ones(8), atol=1e-5)
+        # cosine of the test features = mean of the global and per-stripe cosines
+        feat, proj, stripes = model.encode(image)
+        cos = [F.cosine_similarity(torch.cat([feat, proj], 1)[0], torch.cat([feat, proj], 1)[1], dim=0)]
+        cos += [F.cosine_similarity(stripes[0, i], stripes[1, i], dim=0) for i in range(2)]
+        assert torch.allclose(feats[0] @ feats[1], sum(cos) / 3, atol=1e-5)
+        # the stripes are the final map's rows (head to feet)
+        fmap = model.image_encoder.backbone(image)[-1]
+        assert torch.allclose(stripes[:, 0], fmap[:, :, 0].mean(-1), atol=1e-6)
+    save_pretrained(model, tmp_path / "m")
+    with torch.no_grad():
+        assert torch.allclose(from_pretrained(tmp_path / "m").extract(image), feats, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 3 rows"):
+        _lite(bert_dir, parts=3).extract(image)
+    with pytest.raises(ValueError, match="parts must be >= 0"):
+        _lite(bert_dir, parts=-1)
+    from vlalign.models.reid import CLIP4VIReIDConfig
+
+    with pytest.raises(ValueError, match="needs image_tower='efficientnet_lite0'"):
+        CLIP4VIReIDConfig(parts=2)  # the ViT tower has no stripes

@@ -67,7 +67,7 @@ def extract_features(model, paths: list[str], batch_size: int = 64, raw_proj: bo
     out = []
     for i in range(0, len(paths), batch_size):
         images = torch.stack([load_test_image(p, size) for p in paths[i:i + batch_size]]).to(device)
-        out.append(model.image_encoder(images)[1] if raw_proj else model.extract(images))
+        out.append(model.encode(images)[1] if raw_proj else model.extract(images))
     model.train(was)
     if not out:
         return np.zeros((0, 0), np.float32)

@@ -5,7 +5,8 @@
 what HSA refines: the last `n` blocks and everything after them.
 
 - `LiteImageTower` (ours): EfficientNet-Lite0 (ImageNet weights), global average pool of the stride-32 map
-  (320 channels), and a new linear projection to the joint space.
+  (320 channels), and a new linear projection to the joint space. `parts(image, n)` also pools the map in `n`
+  horizontal stripes (PCB, Sun et al. 2018), head to feet.
 - `ClipImageTower`: CLIP's ViT; pixels normalised with OpenAI's statistics (the ones its weights were trained
   with; CLIP-ReID fine-tunes with 0.5/0.5 instead, our choice keeps the pretrained input distribution).
 """
@@ -36,6 +37,16 @@ class LiteImageTower(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         feat = self.backbone(image)[-1].mean(dim=(2, 3))  # (B, 320) from the stride-32 map
         return feat, self.proj(feat)
+
+    def parts(self, image: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(feat (B, C), proj (B, D), stripes (B, n, C)): `forward` plus the map pooled in n horizontal stripes."""
+        fmap = self.backbone(image)[-1]
+        if fmap.shape[2] < n:
+            raise ValueError(f"{n} part stripes need a final map at least {n} rows high, got {fmap.shape[2]} "
+                             f"(input {tuple(image.shape[2:])})")
+        feat = fmap.mean(dim=(2, 3))
+        stripes = nn.functional.adaptive_avg_pool2d(fmap, (n, 1)).flatten(2).transpose(1, 2)
+        return feat, self.proj(feat), stripes
 
     def high_level_parameters(self, n: int) -> list[nn.Parameter]:
         """The last `n` MBConv blocks (of 16; 5 = the two stride-32 stages) and the projection."""

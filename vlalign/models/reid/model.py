@@ -31,6 +31,12 @@ on; ours = this project, where both are silent):
     (running statistics and dropout of what does not train do not move).
   * lite: EfficientNet-Lite0 + MiniLM (offline assets), learned projections to a 256-d joint space,
     128x64 input (the synthetic crops' size), K = 4 (2 visible + 2 infrared) x P = 8 per batch.
+  * options, off by default: `gray_input` reduces every image to its luma before the image encoder, in training
+    and at test (infrared and CAJ's one-channel images are unchanged by it): colour cannot reach the features,
+    so the model cannot pair a training identity's colours with its infrared intensities, and the test gallery
+    looks like the grey training images. `parts` (lite) adds PCB's horizontal stripes, each with its own BNNeck
+    and ID classifier (`loss_part_id`, `id_weight` x their mean); the test feature then averages the cosine
+    similarities of the global feature and of every stripe.
 """
 
 from __future__ import annotations
@@ -93,6 +99,8 @@ class CLIP4VIReIDConfig:
     warmup_iters: int = 10
     # CAJ's channel augmentation: a visible training image becomes one of R, G, B or its luma, repeated
     channel_prob: float = 0.5
+    gray_input: bool = False  # every image reduced to its luma before the image encoder (ours, see above)
+    parts: int = 0  # PCB horizontal stripes with their own ID heads (lite tower only; ours, see above)
 
     def __post_init__(self):
         for name in ("image_size", "stage_iters", "stage_lr", "stage_batch_size"):
@@ -106,6 +114,9 @@ class CLIP4VIReIDConfig:
             raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
         if not 0.0 <= self.channel_prob <= 1.0:
             raise ValueError(f"channel_prob must be in [0, 1], got {self.channel_prob}")
+        if self.parts < 0 or (self.parts and self.image_tower != "efficientnet_lite0"):
+            raise ValueError(f"parts must be >= 0 and needs image_tower='efficientnet_lite0', got {self.parts} "
+                             f"with {self.image_tower!r}")
         if self.num_instances < 2 or self.num_instances % 2:
             raise ValueError(f"num_instances must be even (half visible, half infrared), got {self.num_instances}")
 
@@ -133,6 +144,9 @@ class CLIP4VIReID(nn.Module):
             raise ValueError(f"text features are {text_encoder.dim}-d but image projections {d}-d")
         self.bottleneck, self.classifier = _bnneck(c, config.num_ids)
         self.bottleneck_proj, self.classifier_proj = _bnneck(d, config.num_ids)
+        heads = [_bnneck(c, config.num_ids) for _ in range(config.parts)]
+        self.part_bottlenecks = nn.ModuleList(bn for bn, _ in heads)
+        self.part_classifiers = nn.ModuleList(cls for _, cls in heads)
         # (num_ids, D) text semantics of every identity, from `refresh_text_table` (stages 2 and 3)
         self.register_buffer("text_table", torch.zeros(config.num_ids, d), persistent=False)
         self.stage = 0
@@ -142,7 +156,8 @@ class CLIP4VIReID(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         """The BNNeck heads (BNs and classifiers), trained from scratch in stages 2 and 3."""
         return [*self.bottleneck.parameters(), *self.classifier.parameters(), *self.bottleneck_proj.parameters(),
-                *self.classifier_proj.parameters()]
+                *self.classifier_proj.parameters(), *self.part_bottlenecks.parameters(),
+                *self.part_classifiers.parameters()]
 
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
         """What `stage` trains (everything else is frozen)."""
@@ -156,7 +171,8 @@ class CLIP4VIReID(nn.Module):
             params = [*text, *self.image_encoder.high_level_parameters(self.config.hsa_layers), *heads]
         else:
             raise ValueError(f"stage must be 1 (TSG), 2 (IFE) or 3 (HSA), got {stage}")
-        frozen = {id(self.bottleneck.bias), id(self.bottleneck_proj.bias)}  # BNNeck: BN bias never trains
+        # BNNeck: BN bias never trains
+        frozen = {id(bn.bias) for bn in (self.bottleneck, self.bottleneck_proj, *self.part_bottlenecks)}
         return [p for p in params if id(p) not in frozen]
 
     def set_stage(self, stage: int) -> None:
@@ -194,10 +210,24 @@ class CLIP4VIReID(nn.Module):
         """pids (N,) -> (N, D) text features of those identities' prompts."""
         return self.text_encoder(self.prompt(pids))
 
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """image (B, 3, H, W) in [0, 1] -> feat (B, C), proj (B, D), stripes (B, parts, C) or None."""
+        if self.config.gray_input:  # ITU-R 601 luma, as CAJ's and PIL's "L"
+            luma = 0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]
+            image = luma.unsqueeze(1).expand_as(image)
+        if self.config.parts:
+            return self.image_encoder.parts(image, self.config.parts)
+        return (*self.image_encoder(image), None)
+
     def extract(self, image: Tensor) -> Tensor:
-        """image (B, 3, H, W) in [0, 1] -> (B, C + D) L2-normalised test features (cosine distance)."""
-        feat, proj = self.image_encoder(image)
-        return F.normalize(torch.cat([feat, proj], dim=1), dim=1)
+        """image (B, 3, H, W) in [0, 1] -> (B, C + D [+ parts x C]) L2-normalised test features (cosine
+        distance); with parts, the global feature and each stripe are normalised alone and weigh the same."""
+        feat, proj, stripes = self.encode(image)
+        out = F.normalize(torch.cat([feat, proj], dim=1), dim=1)
+        if stripes is None:
+            return out
+        pieces = [out, *F.normalize(stripes, dim=2).unbind(1)]
+        return torch.cat(pieces, dim=1) / len(pieces) ** 0.5
 
     def _logits(self, image: Tensor, text: Tensor) -> Tensor:
         if self.config.align_normalize:
@@ -237,18 +267,22 @@ class CLIP4VIReID(nn.Module):
             if image is None:
                 raise ValueError("stage 1 (TSG) needs image_feature or image")
             with torch.no_grad():  # frozen image tower
-                image_feature = self.image_encoder(image)[1]
+                image_feature = self.encode(image)[1]
         _, _, text = self._batch_text(pid)
         i2t, t2i = self._contrast(image_feature.float(), text, pid)
         return {"loss_i2t_con": i2t, "loss_t2i_con": t2i}
 
     def _shared(self, image: Tensor, pid: Tensor, modality: Tensor) -> dict[str, Tensor]:
         cfg = self.config
-        feat, proj = self.image_encoder(image)
+        feat, proj, stripes = self.encode(image)
         logits = (self.classifier(self.bottleneck(feat)), self.classifier_proj(self.bottleneck_proj(proj)))
         out = {"loss_id": cfg.id_weight * sum(smooth_ce(lg, pid, cfg.label_smoothing) for lg in logits),
                "loss_triplet": cfg.triplet_weight * (triplet_hard_loss(feat, pid, cfg.triplet_margin)
                                                      + triplet_hard_loss(proj, pid, cfg.triplet_margin))}
+        if stripes is not None:
+            part_ce = [smooth_ce(cls(bn(stripes[:, i])), pid, cfg.label_smoothing)
+                       for i, (bn, cls) in enumerate(zip(self.part_bottlenecks, self.part_classifiers))]
+            out["loss_part_id"] = cfg.id_weight * sum(part_ce) / len(part_ce)
         table = self.text_table
         if self.stage == 2:
             ir = modality == 1
