@@ -93,6 +93,22 @@ def test_without_bem_only_mask_terms_and_no_silent_parameter():
     assert not silent[0]
 
 
+def test_plain_residual_fusion_starts_as_the_identity_then_trains():
+    """fusion_l2=False (ours): the fused encoder first computes exactly the backbone alone, so pretrained
+    later stages see their own features; the fusion blocks get gradients from the second step on."""
+    model = tiny("efn_resnet101", fusion_l2=False)
+    image, tokens, mask, target = toy_batch(model)
+    with torch.no_grad():
+        fused = model.encode(image, tokens, mask.bool())
+        alone = model.backbone(image)
+    for a, b in zip(fused, alone):
+        torch.testing.assert_close(a, b)
+    out, silent = train_steps(model)
+    assert silent[0] and all(n.startswith("fusion.") or n.startswith("language.") or n.startswith("text_encoder.")
+                             or ".bem." in n for n in silent[0]), silent[0]
+    assert not silent[1], silent[1]
+
+
 def test_loss_weights_and_paper_scale_shapes():
     model = tiny("efn_resnet101")
     image, tokens, mask, target = toy_batch(model)

@@ -89,7 +89,8 @@ class EncoderFusion(nn.Module):
 
     dim: the multi-modal width D (release 512); key_dim: the co-attention key width (release 256);
     l2_residual: the release's `l2(c) + l2(fused)`; False gives a plain residual `c + fused` (ours) that keeps
-    the backbone's feature scale.
+    the backbone's feature scale and starts as the identity (the last BN's scale is zero, as in zero-init
+    residual blocks), so a pretrained encoder's later stages first see the features they were trained on.
     """
 
     def __init__(self, channels: int, dim: int, key_dim: int, l2_residual: bool = True):
@@ -100,6 +101,8 @@ class EncoderFusion(nn.Module):
         self.co_attention = CoAttention(dim, key_dim)
         self.out = ConvBNAct(2 * dim, channels)
         self.l2_residual = l2_residual
+        if not l2_residual:
+            nn.init.zeros_(self.out[1].weight)
 
     def forward(self, c: Tensor, words: Tensor, sentence: Tensor, token_mask: Tensor) -> Tensor:
         """c (B, C, H, W), words (B, T, D), sentence (B, D), token_mask (B, T) -> (B, C, H, W)."""
