@@ -1,6 +1,9 @@
-"""Fixtures shared by the model tests."""
+"""Fixtures shared by the model tests, and a loader for the scripts of benchmarks/."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +45,12 @@ def toy_batch(model, texts=("the man on the left", "a big white dog"), size: int
     target[0, 8:44, 12:52] = 1
     target[1, 24:60, 4:36] = 1
     return image, tok["tokens"], tok["token_mask"], target
+
+
+def load_benchmark(file_name: str):
+    """A script of benchmarks/ as a module (they are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / file_name
+    spec = importlib.util.spec_from_file_location(file_name.removesuffix(".py"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

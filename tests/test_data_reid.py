@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 from PIL import Image
 from scipy.io import savemat
 
@@ -271,3 +272,16 @@ def test_evaluate_reid_scores_llcm_in_deen_roles(llcm, monkeypatch):
     assert vis_to_ir["mAP"] == pytest.approx(np.mean([w[1] for w in want]), abs=1e-12)
     assert vis_to_ir["mINP"] == pytest.approx(np.mean([w[2] for w in want]), abs=1e-12)
     assert vis_to_ir["rank1"] == pytest.approx(np.mean([w[0][0] for w in want]), abs=1e-6)
+
+
+def test_identity_count_benchmark_scores_only_identities_no_model_saw(tmp_path):
+    """reid_identity_count.py: pids above the small set's size, from the big set's test split, seeded."""
+    bench = load_benchmark("reid_identity_count.py")
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "test_id.txt").write_text("3,7,301,305,400,999,12")
+    ids = bench.unseen_ids(tmp_path, 300, 3)
+    assert len(ids) == 3 and set(ids) <= {301, 305, 400, 999} and ids == sorted(ids)
+    assert ids == bench.unseen_ids(tmp_path, 300, 3)  # the same people for every model and run
+    assert bench.unseen_ids(tmp_path, 300, 4) == [301, 305, 400, 999]
+    with pytest.raises(SystemExit, match="only 4 test identities above pid 300"):
+        bench.unseen_ids(tmp_path, 300, 5)

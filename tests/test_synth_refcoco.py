@@ -8,7 +8,6 @@ exactly its target however the borderline geometry is read.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import pickle
@@ -19,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -28,7 +28,6 @@ from vlalign.synth import expressions as ex
 from vlalign.synth.refcoco import assign_splits, generate_refcoco, rle_counts
 from vlalign.synth.scenes import GROUP_OF, GROUPS, KINDS, MIN_VISIBLE, sample_scene
 
-ROOT = Path(__file__).resolve().parents[1]
 # The generator promises that no expression depends on a position difference below 7% of min(H, W).
 # Moving every object by 0.12 of that along each axis keeps all relations and orders, whatever their kind
 # (the tightest case: a relation cone, moved by 2 x 2 x 0.12 < 1/2 of the margin). Fixed here, not read from
@@ -419,14 +418,6 @@ def one_thread():
     torch.set_num_threads(1)  # the evaluator sums one small mask at a time
     yield
     torch.set_num_threads(before)
-
-
-def load_benchmark(file_name: str):
-    """A script of benchmarks/ as a module (they are not a package)."""
-    spec = importlib.util.spec_from_file_location(file_name.removesuffix(".py"), ROOT / "benchmarks" / file_name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_language_blind_baselines_stay_low(small_set, one_thread):
