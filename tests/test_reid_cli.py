@@ -47,6 +47,12 @@ def test_train_runs_three_stages_and_prints_the_protocol_table(trained, capsys):
     assert 0 < metrics["rank1"] <= metrics["rank5"] <= 1 and 0 < metrics["mAP"] <= 1 and 0 < metrics["mINP"] <= 1
     config = json.loads((trained / "model" / "config.json").read_text())
     assert config["architecture"] == "clip4vireid_lite" and config["config"]["num_ids"] == 6  # train + val ids
+    card = config["card"]  # the model card says what it was trained on, how it was scored, and the scores
+    assert card["dataset"] == "sysu_tiny0" and "visible and" in card["data"] and "SYSU-MM01" in card["protocol"]
+    assert card["training"] == {"TSG": "2 iterations", "IFE": "2 iterations", "HSA": "2 iterations", "seed": 0}
+    assert card["metrics"] == results
+    readme = (trained / "model" / "README.md").read_text()
+    assert "| SYSU all-search single-shot, seeded |" in readme and "Not recorded" not in readme
 
 
 def test_killed_run_resumes_at_the_right_stage_exactly(sysu, trained, bert_dir, tmp_path, capsys, one_thread):

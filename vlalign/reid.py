@@ -27,6 +27,7 @@ from vlalign.data.reid_train import FeatureSet, ReidTrainSet, load_test_image, p
 from vlalign.data.sysu import IMAGE_SUFFIXES, ReidImages
 from vlalign.engine import TrainConfig, latest_checkpoint, load_checkpoint, train
 from vlalign.metrics.reid import eval_llcm, eval_regdb, eval_sysu
+from vlalign.models.reid import STAGES
 from vlalign.visualize import captioned, side_by_side
 
 DATASETS = ("sysu", "regdb", "llcm")
@@ -143,7 +144,29 @@ def train_reid(model, data_dir, out_dir, *, dataset: str = "sysu", regdb_trial: 
         summaries[stage] = train(model, train_set, config, evaluate=evaluate if stage > 1 else None,
                                  sampler_factory=factory, param_groups=heads if stage > 1 else None)
         summaries[stage]["prepare_seconds"] = prepare  # stage-1 feature extraction, data listing
+    # what the model card says (save_pretrained reads it; vlalign/hub.py); metrics follow the final evaluation
+    model.card_info = card_info(dataset, data_dir, regdb_trial, len(visible), len(infrared), summaries, seed)
     return summaries
+
+
+def card_info(dataset: str, data_dir, regdb_trial: int, num_visible: int, num_infrared: int,
+              summaries: dict[int, Any], seed: int) -> dict[str, Any]:
+    """Model-card entries of a re-id training run: the data, the evaluation protocol, the stages run."""
+    name = Path(data_dir).name
+    split = f", RegDB split {regdb_trial}" if dataset == "regdb" else ""
+    protocol = {
+        "sysu": "SYSU-MM01: infrared queries against visible galleries, all-search single-shot, seeded "
+                "galleries (AGW lineage); trials in the metrics table",
+        "regdb": f"RegDB split {regdb_trial}: visible to thermal and thermal to visible",
+        "llcm": "LLCM: IR to VIS and VIS to IR (DEEN's roles); trials in the metrics table",
+    }[dataset]
+    stages = {STAGES[k].upper(): "skipped (resumed)" if v == "skipped" else f"{v['iteration']} iterations"
+              for k, v in summaries.items()}
+    return {"dataset": name,
+            "data": f"{dataset} data `{name}`{split}: {num_visible} visible and {num_infrared} infrared "
+                    f"training images",
+            "protocol": protocol + "; image encoder only, cosine distance (`vlalign reid eval`)",
+            "training": {**stages, "seed": seed}}
 
 
 # ---- evaluation --------------------------------------------------------------------------------------------

@@ -102,6 +102,9 @@ def _train(args) -> int:
     if not args.no_final_eval:
         results = reid.evaluate_reid(model, args.dataset, args.data, trials=args.trials, regdb_trial=args.regdb_trial)
         print(reid.metric_table(results))
+        from vlalign.hub import update_model_card
+
+        update_model_card(model_dir, metrics=results)
         from vlalign.refseg import write_json
 
         write_json(Path(args.out) / "results.json", {"results": results, "train": summary})
