@@ -46,6 +46,10 @@ def test_train_eval_and_predict_video_through_the_cli(bert_dir, data_dir, tmp_pa
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(r.get("iteration", 0) for r in lines) == 3
     in_memory = json.loads((run / "results.json").read_text())["results"]["valid"]
+    card = json.loads((run / "model" / "config.json").read_text())["card"]  # the model card: data, scores
+    assert card["training"]["iterations"] == 3 and "clips of" in card["data"]
+    assert card["metrics"]["valid"]["J&F-Mean"] == in_memory["J&F-Mean"]
+    assert "Not recorded" not in (run / "model" / "README.md").read_text()
 
     # eval: the submission layout, scored by the offline scorer -- the same numbers as the in-memory J&F
     pred, out_json = tmp_path / "pred", tmp_path / "eval.json"

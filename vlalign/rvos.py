@@ -50,8 +50,18 @@ def train_rvos(model: torch.nn.Module, data_dir, config: TrainConfig, *, seed: i
             def evaluate(m):
                 result = evaluate_rvos(m, valid, max_expressions=eval_expressions)
                 return {f"val_{k}": v for k, v in result.items() if isinstance(v, float)}
-    return train(model, train_set, config, collate_fn=make_collate(model.tokenize), evaluate=evaluate,
-                 param_groups=model.param_groups())
+    summary = train(model, train_set, config, collate_fn=make_collate(model.tokenize), evaluate=evaluate,
+                    param_groups=model.param_groups())
+    # what the model card says (save_pretrained reads it; vlalign/hub.py); metrics follow the final evaluation
+    model.card_info = {
+        "dataset": Path(data_dir).name,
+        "data": f"Ref-YouTube-VOS-format data `{Path(data_dir).name}`, trained on the `train` split "
+                f"({len(train_set)} referred objects, clips of {cfg.num_frames} frames {cfg.frame_stride} apart)",
+        "protocol": "Ref-YouTube-VOS: every annotated frame of each `valid` expression, J, F and J&F per "
+                    "expression, mean over expressions (`vlalign rvos eval`)",
+        "training": {"iterations": summary.get("iteration"), "batch size": config.batch_size, "lr": config.lr,
+                     "seed": seed}}
+    return summary
 
 
 def _frames(reader, video: str, names: list[str]):

@@ -72,6 +72,9 @@ def _train(args) -> int:
         result = rvos.evaluate_rvos(model, valid, info=rvos.load_synth_info(args.data))
         write_json(Path(args.out) / "results.json", {"results": {"valid": result}, "train": summary})
         print(rvos.jf_table({"valid": result}))
+        from vlalign.hub import update_model_card
+
+        update_model_card(model_dir, metrics={"valid": {k: v for k, v in result.items() if isinstance(v, float)}})
     return 0
 
 
