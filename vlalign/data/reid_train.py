@@ -33,7 +33,7 @@ from vlalign.data.images import load_image
 from vlalign.data.sysu import ReidImages
 from vlalign.engine.sampler import ResumableBatchSampler
 
-__all__ = ["FeatureSet", "PKBatchSampler", "ReidTrainSet", "load_test_image", "pk_sampler"]
+__all__ = ["FeatureSet", "PKBatchSampler", "ReidTrainSet", "load_test_image", "luma", "pk_sampler"]
 
 VISIBLE, INFRARED = 0, 1
 
@@ -89,11 +89,17 @@ class ReidTrainSet(Dataset):
             image = padded[:, top:top + h, left:left + w]
         if visible and rng.random() < self.channel_prob:
             k = int(rng.integers(0, 4))  # R, G, B, or the luma (ITU-R 601, as PIL's "L")
-            one = image[k] if k < 3 else (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])
+            one = image[k] if k < 3 else luma(image)
             image = one.expand(3, h, w)
         if rng.random() < self.erase_prob:
             image = _erase(image.clone(), rng)
         return image.contiguous()
+
+
+def luma(image: Tensor) -> Tensor:
+    """(..., 3, H, W) RGB -> (..., H, W) ITU-R 601 luma, as PIL's "L" (CAJ's grey channel; the re-id model's
+    `gray_input` uses the same, so that it leaves CAJ's grey images unchanged)."""
+    return 0.299 * image[..., 0, :, :] + 0.587 * image[..., 1, :, :] + 0.114 * image[..., 2, :, :]
 
 
 def _erase(image: Tensor, rng: np.random.Generator, attempts: int = 10) -> Tensor:

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlalign.data.reid_train import luma
 from vlalign.models.builder import variant_config
 from vlalign.models.reid.losses import smooth_ce, supcon_loss, triplet_hard_loss
 from vlalign.models.reid.prompts import PromptLearner
@@ -212,9 +213,8 @@ class CLIP4VIReID(nn.Module):
 
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """image (B, 3, H, W) in [0, 1] -> feat (B, C), proj (B, D), stripes (B, parts, C) or None."""
-        if self.config.gray_input:  # ITU-R 601 luma, as CAJ's and PIL's "L"
-            luma = 0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]
-            image = luma.unsqueeze(1).expand_as(image)
+        if self.config.gray_input:
+            image = luma(image).unsqueeze(1).expand_as(image)
         if self.config.parts:
             return self.image_encoder.parts(image, self.config.parts)
         return (*self.image_encoder(image), None)
