@@ -10,6 +10,8 @@ into one table:
     full           the model's recipe (clips of num_frames frames, LMDF on)
     single-frame   the control: clips of one frame and no LMDF (`--set num_frames=1 lmdf=false`): it sees
                    each frame alone at inference too, so expressions that only motion resolves are guesses
+    queries        the full model with the per-object query decoder (`--set query_decoder=true`,
+                   vlalign/models/rvos/queries.py) instead of the single-mask head
 
     .venv/bin/python benchmarks/learning_rvos.py --write          # -> benchmarks/results/learning_rvos.md
     .venv/bin/python benchmarks/learning_rvos.py --variants full --iters 50     # one quick run
@@ -30,7 +32,7 @@ from pathlib import Path
 from report import RESULTS, footer, publish, train_once  # sibling module (benchmarks/ is on sys.path when run)
 
 # variant -> extra model config overrides
-VARIANTS = {"full": [], "single-frame": ["num_frames=1", "lmdf=false"]}
+VARIANTS = {"full": [], "single-frame": ["num_frames=1", "lmdf=false"], "queries": ["query_decoder=true"]}
 
 
 def recipe(args, overrides: list[str] = ()) -> list[str]:

@@ -217,7 +217,16 @@ def test_train_clips(ytvos):
             for k, name in enumerate(item["frame_names"]):
                 expected = resize(Image.new("RGB", (W, H)), reader.load_mask(exp.video, name, exp.obj_id))[1]
                 assert torch.equal(item["masks"][k], expected)
+                # every object of the frame, renumbered: 1 = the referred one, then the others in id order
+                labels = reader.label_map(exp.video, name)
+                others = sorted(set(np.unique(labels).tolist()) - {0, exp.obj_id})
+                remap = np.zeros(256, np.int64)
+                remap[exp.obj_id] = 1
+                remap[others] = np.arange(2, 2 + len(others))
+                assert torch.equal(item["objects"][k], torch.from_numpy(remap[resize.labels(labels).numpy()]))
+            assert torch.equal(item["objects"] == 1, item["masks"].bool())
             if index == 1:
+                assert (item["objects"] == 2).any()  # object 1, on every frame, is the clip's other object
                 assert item["masks"].sum() > 0  # object 2 is only on frames 2, 3: the draw must include one
                 seen.add(tuple(ids))
             if index == 2:  # 2 frames for T = 3: repeated, in order

@@ -104,11 +104,24 @@ def assign_frames(windows: list[list[int]], num_frames_total: int) -> list[tuple
     return [(b[1], b[2]) for b in best]  # type: ignore[index]
 
 
+def referred_first(labels: torch.Tensor, obj_id: int) -> torch.Tensor:
+    """Object ids (T, S, S) -> the same objects numbered 1 = `obj_id` (the referred one), 2, 3, ... = the others
+    in id order, 0 = background: what the query decoder's matching reads (vlalign/models/rvos/queries.py)."""
+    out = torch.zeros_like(labels)
+    out[labels == obj_id] = 1
+    others = [int(i) for i in torch.unique(labels) if i != 0 and i != obj_id]
+    for k, i in enumerate(others, start=2):
+        out[labels == i] = k
+    return out
+
+
 class ReferringClips(Dataset):
     """Clips of T frames at S x S with the referred object's masks (see the module docstring for the modes).
 
     Item (train / frames): `frames` float32 Tx3xSxS in [0, 1]; `masks` float32 TxSxS {0, 1}; `valid` bool T
-    (the frame has an annotation); `text`, `video`, `exp_id`; `frame_names` (T names, repeats possible);
+    (the frame has an annotation); `objects` int64 TxSxS, every annotated object (`referred_first`: 1 = the
+    referred one; readers without a label map give that one alone); `text`, `video`, `exp_id`;
+    `frame_names` (T names, repeats possible);
     `orig_size` (H, W); `transform` (ResizeSquare params, for `invert_prediction`).
     Item (eval): `video`, `exp_id`, `text`, `frame_paths`, `frame_names` (the whole video), `obj_id`.
     """
@@ -183,7 +196,7 @@ class ReferringClips(Dataset):
                     "frame_paths": [self.reader.frame_path(exp.video, f) for f in exp.frames],
                     "frame_names": list(exp.frames), "obj_id": exp.obj_id}  # fmt: skip
         names = [exp.frames[i] for i in indices]
-        loaded: dict[str, tuple[torch.Tensor, torch.Tensor, bool, dict, tuple[int, int]]] = {}
+        loaded: dict[str, tuple[torch.Tensor, torch.Tensor, bool, dict, tuple[int, int], torch.Tensor]] = {}
         for name in dict.fromkeys(names):  # each distinct frame read once, even when the clip repeats it
             loaded[name] = self._load_frame(exp, name)
         sizes = {loaded[n][4] for n in loaded}
@@ -202,16 +215,22 @@ class ReferringClips(Dataset):
             "orig_size": loaded[names[0]][4],
             "transform": loaded[names[0]][3],
         }
+        # readers without a label map know the referred object only: it is then the clip's one object
+        item["objects"] = (referred_first(torch.stack([loaded[n][5] for n in names]), exp.obj_id)
+                           if hasattr(self.reader, "label_map") else item["masks"].long())
         if self.mode == "frames":
             item["target_index"] = indices.index(target)
             item["target_frame"] = exp.frames[target]
         return item
 
     def _load_frame(self, exp: Expression, name: str):
-        """(image 3xSxS, mask SxS, annotated?, transform params, (H, W)) of one frame of the clip."""
+        """(image 3xSxS, mask SxS, annotated?, transform params, (H, W), object ids SxS) of one clip frame."""
         image = load_image(self.reader.frame_path(exp.video, name))
         annotated = self.reader.annotation_path(exp.video, name) is not None
-        mask = self.reader.load_mask(exp.video, name, exp.obj_id) if annotated else None
+        label_map = getattr(self.reader, "label_map", None)  # every object of the frame (palette-PNG layouts)
+        labels = label_map(exp.video, name) if annotated and label_map is not None else None
+        mask = (labels == exp.obj_id if labels is not None else
+                self.reader.load_mask(exp.video, name, exp.obj_id) if annotated else None)
         if mask is not None and mask.shape != (image.height, image.width):
             where = self.reader.annotation_path(exp.video, name)
             raise ValueError(f"mask of video {exp.video!r} frame {name!r} ({where}) is {mask.shape[1]}x{mask.shape[0]} "
@@ -219,7 +238,8 @@ class ReferringClips(Dataset):
         if mask is None:
             mask = np.zeros((image.height, image.width), dtype=np.uint8)
         image_t, mask_t, params = self.transform(image, mask.astype(np.uint8))
-        return image_t, mask_t, annotated, params, (image.height, image.width)
+        objects = self.transform.labels(labels) if labels is not None else torch.zeros_like(mask_t, dtype=torch.long)
+        return image_t, mask_t, annotated, params, (image.height, image.width), objects
 
     def __repr__(self) -> str:
         return (f"ReferringClips({self.reader!r}, mode={self.mode!r}, num_frames={self.num_frames}, "

@@ -89,6 +89,13 @@ class ResizeSquare:
             mask_t = torch.from_numpy(_resize_mask(_check_mask(mask, image), s, s).astype(np.float32))
         return image_t, mask_t, params
 
+    def labels(self, labels: np.ndarray) -> torch.Tensor:
+        """HxW integer object ids (0..255, a palette PNG's) -> int64 SxS, nearest (ids are not blended)."""
+        if labels.ndim != 2 or labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+            lo, hi = labels.min(initial=0), labels.max(initial=0)
+            raise ValueError(f"label map of shape {labels.shape}, ids {lo}..{hi}: expected HxW ids in 0..255")
+        return torch.from_numpy(_resize_mask(labels.astype(np.uint8), self.size, self.size).astype(np.int64))
+
     @staticmethod
     def invert(pred: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
         """...xSxS logits or probabilities -> ...xHxW (bilinear, no thresholding)."""

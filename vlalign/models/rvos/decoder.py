@@ -40,16 +40,23 @@ class Lateral(nn.Module):
 class FPNDecoder(nn.Module):
     """4 maps (N, dim, H_i, W_i), finest first, + sentence per map (N, lang_dim) -> logits (N, 1, H_0, W_0)."""
 
-    def __init__(self, dim: int, lang_dim: int, num_levels: int = 4, prior: float = 0.1):
+    def __init__(self, dim: int, lang_dim: int, num_levels: int = 4, prior: float = 0.1, head: bool = True):
         super().__init__()
         self.smooth = nn.ModuleList(_conv_gn_relu(dim, dim) for _ in range(num_levels - 1))
         self.film = nn.Linear(lang_dim, 2 * dim)
         self.position = nn.Conv2d(2, dim, 1)  # cell-centre coordinates, added before the FiLM (see forward)
-        self.head = nn.Sequential(_conv_gn_relu(dim, dim), nn.Conv2d(dim, 1, 1))
-        # start at the background-dominated prior instead of p = 0.5 (a stable first few hundred steps)
-        nn.init.constant_(self.head[-1].bias, math.log(prior / (1 - prior)))
+        # head=False: a query decoder makes the masks from `features` (queries.py); no unused parameters
+        self.head = nn.Sequential(_conv_gn_relu(dim, dim), nn.Conv2d(dim, 1, 1)) if head else None
+        if head:  # start at the background-dominated prior instead of p = 0.5 (a stable first few hundred steps)
+            nn.init.constant_(self.head[-1].bias, math.log(prior / (1 - prior)))
 
     def forward(self, maps: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            raise RuntimeError("this FPNDecoder was built without its head: use features()")
+        return self.head(self.features(maps, sentence))
+
+    def features(self, maps: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        """The sentence-modulated stride-4 map (N, dim, H_0, W_0) the head reads."""
         p = maps[-1]
         for i in range(len(maps) - 2, -1, -1):
             p = F.interpolate(p, size=maps[i].shape[-2:], mode="bilinear", align_corners=False) + maps[i]
@@ -57,4 +64,4 @@ class FPNDecoder(nn.Module):
         # position enters before the sentence's FiLM, so "the one at the top" can scale the channels that carry y
         p = p + self.position(centre_coords(*p.shape[-2:], p.device, p.dtype)[None])
         gamma, beta = self.film(sentence).to(p.dtype)[:, :, None, None].chunk(2, dim=1)
-        return self.head(p * (1 + gamma) + beta)
+        return p * (1 + gamma) + beta

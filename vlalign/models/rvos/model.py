@@ -26,6 +26,9 @@ shared/reference/rvos.md); everything else is **ours**:
     control.
   * sentence = masked mean of the final (vision-guided) words; it conditions LMDF and the decoder (FiLM).
   * loss: BCE + soft Dice (alignformer.losses) over the frames marked `valid` (annotated), equal weights.
+  * `query_decoder=True` replaces the single-mask head by per-object queries over the clip, each with a mask
+    and a score that also reads the object's measured trajectory; every annotated object of the clip is
+    matched to a query and supervised, the referred one is the score's positive (queries.py).
   * the clip is the unit: every frame of a clip is predicted from the whole clip; inference on long videos
     runs a sliding window (vlalign.video_predictor).
   * several expressions of one video run as one batch over the same decoded, resized frames. The visual
@@ -52,6 +55,7 @@ from vlalign.models.backbones import build_backbone
 from vlalign.models.builder import require_text_dir, variant_config
 from vlalign.models.rvos.decoder import FPNDecoder, Lateral
 from vlalign.models.rvos.lmdf import LMDF, rgb_difference
+from vlalign.models.rvos.queries import QueryDecoder, query_losses
 from vlalign.models.rvos.vlmg import VLMG, text_stage_layers
 from vlalign.models.segmenter import ReferringModel
 from vlalign.models.text import HFTextEncoder
@@ -84,6 +88,12 @@ class RVOSConfig:
     lmdf_groups: int = 8
     lmdf_motion: bool = True  # LMDF's RGB-difference motion cue (lmdf.py)
     decoder_dim: int = 256
+    # per-object query decoder (queries.py, ours): N queries, each one object's masks over the clip + a score
+    query_decoder: bool = False
+    num_queries: int = 6
+    query_layers: int = 2
+    score_weight: float = 2.0
+    instance_weight: float = 1.0  # the clip's other annotated objects, matched to the remaining queries
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.0
     dice_weight: float = 1.0
@@ -98,18 +108,24 @@ class RVOSConfig:
                              f"{self.input_size}, {self.frame_stride}")
         if any(s not in range(4) for s in self.lmdf_stages):
             raise ValueError(f"lmdf_stages must be backbone stage indices in 0..3, got {self.lmdf_stages}")
+        if self.query_decoder and (self.num_queries < 1 or self.query_layers < 1):
+            raise ValueError(f"num_queries and query_layers must be >= 1, got {self.num_queries}, {self.query_layers}")
 
 
 class TwoStreamRVOS(ReferringModel):
-    """`forward(frames, tokens, token_mask, masks=None, valid=None) -> dict`.
+    """`forward(frames, tokens, token_mask, masks=None, valid=None, objects=None) -> dict`.
 
     frames (B, T, 3, H, W) in [0, 1]; tokens (B, L) long; token_mask (B, L) bool; masks (B, T, H, W) in
-    {0, 1}; valid (B, T) bool, the frames that have ground truth (default: all). Returns "logits"
-    (B, T, H, W) and, with masks, the weighted "loss_bce" and "loss_dice" over the valid frames.
+    {0, 1}; valid (B, T) bool, the frames that have ground truth (default: all); objects (B, T, H, W) long,
+    every annotated object of the clip (1 = the referred one, 2.. the others, 0 = none; `ReferringClips`),
+    read by the query decoder only (default: the referred object alone, from masks). Returns "logits"
+    (B, T, H, W) and, with masks, the weighted "loss_bce" and "loss_dice" over the valid frames (the query
+    decoder adds "loss_instance" and "loss_score", and "scores" (B, N)).
     """
 
     def __init__(self, config: RVOSConfig, backbone: nn.Module, text_encoder: HFTextEncoder,
-                 vlmg: nn.ModuleList, necks: nn.ModuleList, decoder: FPNDecoder):
+                 vlmg: nn.ModuleList, necks: nn.ModuleList, decoder: FPNDecoder,
+                 queries: QueryDecoder | None = None):
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -117,6 +133,7 @@ class TwoStreamRVOS(ReferringModel):
         self.vlmg = vlmg
         self.necks = necks
         self.decoder = decoder
+        self.queries = queries
         self.text_stages = text_stage_layers(text_encoder.num_layers, len(vlmg), config.text_stage_layers)
 
     def encode(self, images: torch.Tensor, tokens: torch.Tensor,
@@ -138,7 +155,8 @@ class TwoStreamRVOS(ReferringModel):
         return features, sentence
 
     def forward(self, frames: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
-                masks: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> dict[str, Any]:
+                masks: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+                objects: torch.Tensor | None = None) -> dict[str, Any]:
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames {tuple(frames.shape)}: expected (B, T, 3, H, W)")
         b, t, _, h, w = frames.shape
@@ -146,16 +164,14 @@ class TwoStreamRVOS(ReferringModel):
         features, sentence = self.encode(frames.flatten(0, 1), tokens, token_mask)
         motion = rgb_difference(frames) if self.config.lmdf and self.config.lmdf_motion else None
         maps = [neck(f, sentence, t, motion) for neck, f in zip(self.necks, features)]
+        if self.queries is not None:
+            return self._query_forward(maps, sentence, (b, t, h, w), masks, valid, objects)
         logits = self.decoder(maps, sentence.repeat_interleave(t, dim=0))  # (B*T, 1, H/4, W/4)
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).view(b, t, h, w)
         out: dict[str, Any] = {"logits": logits}
         if masks is None:
             return out
-        if masks.shape != logits.shape:
-            raise ValueError(f"masks {tuple(masks.shape)}: expected (B, T, H, W) = {tuple(logits.shape)}")
-        keep = torch.ones(b, t, dtype=torch.bool, device=logits.device) if valid is None else valid.bool()
-        if keep.shape != (b, t):
-            raise ValueError(f"valid {tuple(keep.shape)}: expected (B, T) = {(b, t)}")
+        keep = self._check_targets(masks, valid, logits.shape)
         chosen, target = logits[keep], masks[keep].to(logits.dtype)  # (n_valid, H, W)
         if chosen.shape[0] == 0:  # no annotated frame in the batch: zero losses that keep the graph
             zero = logits.sum() * 0
@@ -164,6 +180,40 @@ class TwoStreamRVOS(ReferringModel):
         cfg = self.config
         out["loss_bce"] = cfg.bce_weight * bce_loss([chosen], target, cfg.bce_pos_weight)
         out["loss_dice"] = cfg.dice_weight * dice_loss([chosen], target)
+        return out
+
+    @staticmethod
+    def _check_targets(masks: torch.Tensor, valid: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+        """The (B, T) bool frames to supervise, after checking masks and valid against (B, T, H, W)."""
+        if masks.shape != shape:
+            raise ValueError(f"masks {tuple(masks.shape)}: expected (B, T, H, W) = {tuple(shape)}")
+        keep = torch.ones(shape[:2], dtype=torch.bool, device=masks.device) if valid is None else valid.bool()
+        if keep.shape != shape[:2]:
+            raise ValueError(f"valid {tuple(keep.shape)}: expected (B, T) = {tuple(shape[:2])}")
+        return keep
+
+    def _query_forward(self, maps, sentence, shape, masks, valid, objects) -> dict[str, Any]:
+        """The query decoder's head (queries.py): the best-scoring query's masks; losses after matching."""
+        b, t, h, w = shape
+        pixels = self.decoder.features(maps, sentence.repeat_interleave(t, dim=0))  # (B*T, d, H/4, W/4)
+        memory = maps[-2]  # stride 16: T*hm*wm tokens, cheap to attend over the whole clip
+        query_masks, scores = self.queries(pixels.unflatten(0, (b, t)), memory.unflatten(0, (b, t)), sentence)
+        best = scores.argmax(1)
+        picked = query_masks[torch.arange(b, device=best.device), best]  # (B, T, h/4, w/4)
+        logits = F.interpolate(picked, size=(h, w), mode="bilinear", align_corners=False)
+        out: dict[str, Any] = {"logits": logits, "scores": scores}
+        if masks is None:
+            return out
+        keep = self._check_targets(masks, valid, logits.shape)
+        if objects is None:
+            objects = masks.long()
+        elif objects.shape != masks.shape:
+            raise ValueError(f"objects {tuple(objects.shape)}: expected (B, T, H, W) = {tuple(masks.shape)}")
+        losses, _ = query_losses(query_masks, scores, objects, keep, (h, w), self.config.bce_pos_weight)
+        cfg = self.config
+        out.update(loss_bce=cfg.bce_weight * losses["loss_bce"], loss_dice=cfg.dice_weight * losses["loss_dice"],
+                   loss_instance=cfg.instance_weight * losses["loss_instance"],
+                   loss_score=cfg.score_weight * losses["loss_score"])
         return out
 
     @classmethod
@@ -178,7 +228,9 @@ class TwoStreamRVOS(ReferringModel):
             LMDF(c, d, dim, config.lmdf_kernel, config.lmdf_dilations, config.lmdf_groups, config.lmdf_motion)
             if config.lmdf and i in config.lmdf_stages else Lateral(c, dim)
             for i, c in enumerate(channels))
-        return cls(config, backbone, text, vlmg, necks, FPNDecoder(dim, d, len(channels)))
+        decoder = FPNDecoder(dim, d, len(channels), head=not config.query_decoder)
+        queries = QueryDecoder(dim, d, config.num_queries, config.query_layers) if config.query_decoder else None
+        return cls(config, backbone, text, vlmg, necks, decoder, queries)
 
 
 def _twostream(name: str, overrides: dict[str, Any], **variant: Any) -> TwoStreamRVOS:

@@ -1,0 +1,121 @@
+"""The two-stream model's per-object query decoder (vlalign/models/rvos/queries.py): trajectory descriptors by
+hand, Hungarian matching of queries to objects, the losses, and the model built with it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_rvos_model import SIZE, T, clip_batch, silent_parameters, tiny  # noqa: E402  (sibling test module)
+
+from vlalign.models.rvos.lmdf import rgb_difference
+from vlalign.models.rvos.queries import match_objects, query_losses, trajectory
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_trajectory_by_hand():
+    """One cell moving right along the top row of a 4x4 map over 3 frames: cell centres x = -0.75, -0.25,
+    0.25 (slope 0.5 per unit of t in [-1, 1]), y = -0.75, area 1/16, disjoint frames (IoU 0)."""
+    probs = torch.zeros(3, 4, 4)
+    for t in range(3):
+        probs[t, 0, t] = 1
+    d = trajectory(probs)
+    expected = [-0.25, -0.75, math.log(1 / 16 + 1e-4), 0.5, 0.0, 0.0, 0.0]
+    assert torch.allclose(d, torch.tensor(expected), atol=1e-6)
+    still = trajectory(probs[:1].expand(3, -1, -1))  # the same cell in every frame
+    assert torch.allclose(still[3:], torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    grow = torch.zeros(2, 3, 4, 4)
+    grow[0, 0, :2, :2], grow[0, 1, :3, :3], grow[0, 2] = 1, 1, 1  # batch dims are kept; area slope > 0
+    assert trajectory(grow).shape == (2, 7) and trajectory(grow)[0, 5] > 0
+    assert torch.allclose(trajectory(probs[:1])[3:], torch.tensor([0.0, 0.0, 0.0, 1.0]))  # T = 1
+
+
+def boxes(t=2, size=16):
+    """objects (T, S, S): 1 = the referred box (top left), 2 = another (bottom right); masks (N=3) with query 2
+    on object 1, query 0 on object 2 and query 1 on nothing, as logits +-8."""
+    objects = torch.zeros(t, size, size, dtype=torch.long)
+    objects[:, :6, :6] = 1
+    objects[:, 10:, 10:] = 2
+    masks = torch.full((3, t, size // 4, size // 4), -8.0)
+    masks[2, :, :2, :2] = 8  # stride-4 cells covering object 1 (area-resized: 6 px over 2 cells, partly)
+    masks[0, :, 3:, 3:] = 8
+    return masks, objects
+
+
+def test_matching_pairs_queries_with_their_objects():
+    masks, objects = boxes()
+    keep = torch.ones(2, dtype=torch.bool)
+    assert match_objects(masks, torch.zeros(3), objects, keep) == ([2, 0], [1, 2])
+    # frames that are not annotated do not count: only frame 1 holds the objects, and there the queries swap
+    swapped = masks.clone()
+    swapped[:, 1] = masks[[0, 1, 2], 1][[2, 1, 0]]
+    assert match_objects(swapped, torch.zeros(3), objects, torch.tensor([False, True])) == ([0, 2], [1, 2])
+    assert match_objects(masks, torch.zeros(3), torch.zeros_like(objects), keep) == ([], [])
+    # more objects than queries: the referred one is kept
+    assert match_objects(masks[:1], torch.zeros(1), objects, keep)[1] == [1]
+    # the score breaks a tie between two queries that fit the referred object equally
+    tie = masks.clone()
+    tie[1] = tie[2]
+    assert match_objects(tie, torch.tensor([0.0, 5.0, -5.0]), objects, keep)[0][0] == 1
+    assert match_objects(tie, torch.tensor([0.0, -5.0, 5.0]), objects, keep)[0][0] == 2
+
+
+def test_query_losses_by_case():
+    masks, objects = boxes()
+    keep = torch.ones(1, 2, dtype=torch.bool)
+    scores = torch.tensor([[0.0, 0.0, 0.0]], requires_grad=True)
+    m = masks[None].clone().requires_grad_(True)
+    losses, matched = query_losses(m, scores, objects[None], keep, (16, 16))
+    assert matched.tolist() == [2]
+    # score: BCE with target (0, 0, 1) at logits 0 is log 2
+    assert torch.isclose(losses["loss_score"], torch.tensor(math.log(2)))
+    sum(losses.values()).backward()
+    assert scores.grad[0, 2] < 0 < scores.grad[0, 0]  # the matched query is pushed up, the others down
+    assert m.grad[0, 1].abs().sum() == 0  # the unmatched query's mask gets no mask loss
+    assert m.grad[0, 0].abs().sum() > 0  # the other object's query does (loss_instance)
+    # a perfect fit of both objects costs less than the same masks swapped
+    swapped = masks[[2, 1, 0]][None]
+    worse, _ = query_losses(swapped, scores.detach(), objects[None], keep, (16, 16))
+    assert worse["loss_bce"] == losses["loss_bce"]  # matching follows the objects: the same pairs, re-indexed
+    no_target = torch.where(objects == 1, 0, objects)
+    empty, matched = query_losses(masks[None], torch.zeros(1, 3), no_target[None], keep, (16, 16))
+    assert matched.tolist() == [-1] and empty["loss_bce"] == 0 and empty["loss_instance"] > 0
+
+
+def test_query_decoder_model_trains_and_predicts(bert_dir):
+    model = tiny(bert_dir, query_decoder=True, num_queries=4)
+    assert model.decoder.head is None and model.queries is not None
+    frames, tokens, mask, masks, valid = clip_batch(model)
+    objects = masks.long()
+    objects[:, :, 44:60, 44:60] = 2  # a second object in both clips, for the instance loss
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    silent = []
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
+        out = model(frames, tokens, mask, masks=masks, valid=valid, objects=objects)
+        sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+        silent.append(silent_parameters(model))
+        opt.step()
+    assert {"logits", "scores", "loss_bce", "loss_dice", "loss_instance", "loss_score"} <= set(out)
+    assert out["logits"].shape == (2, T, SIZE, SIZE) and out["scores"].shape == (2, 4)
+    assert not silent[1], silent[1]
+    model.eval()
+    with torch.no_grad():
+        pred = model(frames, tokens, mask)
+        full = model.queries(*_inputs(model, frames, tokens, mask))[0]
+    best = pred["scores"].argmax(1)
+    expect = torch.nn.functional.interpolate(full[torch.arange(2), best], size=(SIZE, SIZE), mode="bilinear")
+    assert torch.allclose(pred["logits"], expect, atol=1e-5)  # the prediction is the best-scoring query's mask
+    with pytest.raises(ValueError, match="objects"):
+        model(frames, tokens, mask, masks=masks, objects=objects[:, :1])
+
+
+def _inputs(model, frames, tokens, mask):
+    """The query decoder's inputs, recomputed outside the model's forward."""
+    b, t = frames.shape[:2]
+    features, sentence = model.encode(frames.flatten(0, 1), tokens, mask.bool())
+    maps = [neck(f, sentence, t, rgb_difference(frames)) for neck, f in zip(model.necks, features)]
+    pixels = model.decoder.features(maps, sentence.repeat_interleave(t, dim=0))
+    return pixels.unflatten(0, (b, t)), maps[-2].unflatten(0, (b, t)), sentence

@@ -1,0 +1,198 @@
+"""Per-object query decoder for the two-stream model (ours; `query_decoder=True`; the paper's decoder is not public).
+
+Why: trained with one mask head, the model segments *every* object of the named appearance ("the square
+sliding to the right" with three identical squares gets all three). Picking one object out of several that
+look alike is a conjunction -- this appearance *and* this motion or place -- and query decoders solve it by
+making objects the unit: each query segments one object over the whole clip, and a score says whether that
+object is the one the sentence means (cf. ReferFormer, Wu et al. 2022, whose query-per-object design this
+follows; the trajectory input of the score is ours).
+
+    memory  = neck map at stride 16 + embed(x, y, t)         (B, T*hm*wm, d)   the clip, every frame
+    q_0     = query_n + W s                                  (B, N, d)         N object queries, language-led
+    q_l     = FFN(SelfAttn(CrossAttn(q_{l-1}, memory)))      (B, N, d)         post-norm, as in DETR
+    kernel  = MLP(q_L)                                       (B, N, d)
+    m_nt    = <kernel_n, P_t> + bias                         (B, N, T, h, w)   P = the FPN's stride-4 map
+    traj_n  = [mean x, y, log area; slopes of x, y, log area over the clip; consecutive-frame soft IoU]
+              of sigmoid(m_n), detached                      (B, N, 7)         where the object is and how it moves
+    score_n = MLP([q_L; embed(traj_n); W' s])                (B, N)            does the sentence mean object n?
+
+The score reads the object's measured trajectory, so "moving to the left" (x slope < 0), "at the top" (mean
+y), "that grows" (area slope > 0) and "spinning" (centroid still, frame-to-frame IoU < 1) are single numbers
+the sentence can be compared with; the trajectory is detached so that the masks are shaped by the mask losses
+alone. Training (the model's forward): every annotated object of the clip is matched to one query (Hungarian,
+mask cost), its mask supervised; the query matched to the referred object is the score's only positive.
+Prediction: the mask of the best-scoring query.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from vlalign.models.alignformer.losses import bce_loss, dice_loss
+
+__all__ = ["QueryDecoder", "match_objects", "query_losses", "trajectory"]
+
+TRAJECTORY_DIM = 7
+
+
+def trajectory(probs: torch.Tensor) -> torch.Tensor:
+    """Soft masks (..., T, h, w) in [0, 1] -> (..., 7) descriptors (see the module docstring).
+
+    Coordinates are cell centres in [-1, 1]; area is the fraction of the frame; slopes are least-squares slopes
+    per clip (t in [-1, 1]; 0 when T = 1); the soft IoU of consecutive frames is sum(min) / sum(max) (1 when T = 1).
+    """
+    t, h, w = probs.shape[-3:]
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=probs.device, dtype=probs.dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=probs.device, dtype=probs.dtype)
+    mass = probs.sum((-2, -1)).clamp_min(1e-6)  # (..., T)
+    cx = (probs.sum(-2) * xs).sum(-1) / mass
+    cy = (probs.sum(-1) * ys).sum(-1) / mass
+    area = torch.log(mass / (h * w) + 1e-4)
+    ts = torch.linspace(-1, 1, t, device=probs.device, dtype=probs.dtype) if t > 1 else probs.new_zeros(1)
+    denom = (ts**2).sum().clamp_min(1e-6)
+
+    def slope(v: torch.Tensor) -> torch.Tensor:
+        return ((v - v.mean(-1, keepdim=True)) * ts).sum(-1) / denom
+
+    if t > 1:
+        a, b = probs[..., :-1, :, :], probs[..., 1:, :, :]
+        iou = (torch.minimum(a, b).sum((-2, -1)) / torch.maximum(a, b).sum((-2, -1)).clamp_min(1e-6)).mean(-1)
+    else:
+        iou = probs.new_ones(probs.shape[:-3])
+    return torch.stack([cx.mean(-1), cy.mean(-1), area.mean(-1), slope(cx), slope(cy), slope(area), iou], -1)
+
+
+class _Layer(nn.Module):
+    """Cross-attention to the clip, self-attention among the queries, FFN; post-norm residuals."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.cross = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(inplace=True), nn.Linear(4 * dim, dim))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
+
+    def forward(self, q: torch.Tensor, pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor):
+        q = self.norms[0](q + self.cross(q + pos, memory + memory_pos, memory, need_weights=False)[0])
+        q = self.norms[1](q + self.self_attn(q + pos, q + pos, q, need_weights=False)[0])
+        return self.norms[2](q + self.ffn(q))
+
+
+def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, cout))
+
+
+class QueryDecoder(nn.Module):
+    """pixels (B, T, d, h, w) stride-4 map, memory (B, T, d, hm, wm), sentence (B, lang_dim) ->
+    mask logits (B, N, T, h, w) and score logits (B, N)."""
+
+    def __init__(self, dim: int, lang_dim: int, num_queries: int = 6, layers: int = 2, heads: int = 4,
+                 prior: float = 0.1):
+        super().__init__()
+        self.query = nn.Embedding(num_queries, dim)
+        self.query_pos = nn.Embedding(num_queries, dim)
+        self.language = nn.Linear(lang_dim, dim)
+        self.position = nn.Linear(3, dim)  # (x, y, t) of a memory cell
+        self.layers = nn.ModuleList(_Layer(dim, heads) for _ in range(layers))
+        self.kernel = _mlp(dim, dim, dim)
+        self.mask_bias = nn.Parameter(torch.tensor(math.log(prior / (1 - prior))))
+        self.trajectory = _mlp(TRAJECTORY_DIM, dim, dim)
+        self.score_language = nn.Linear(lang_dim, dim)
+        self.score = _mlp(3 * dim, dim, 1)
+
+    def forward(self, pixels: torch.Tensor, memory: torch.Tensor,
+                sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, d, hm, wm = memory.shape
+        ts = torch.linspace(-1, 1, t, device=memory.device) if t > 1 else memory.new_zeros(1)
+        ys = torch.linspace(-1 + 1 / hm, 1 - 1 / hm, hm, device=memory.device)
+        xs = torch.linspace(-1 + 1 / wm, 1 - 1 / wm, wm, device=memory.device)
+        grid = torch.stack(torch.meshgrid(ts, ys, xs, indexing="ij")[::-1], -1).reshape(1, t * hm * wm, 3)
+        memory_pos = self.position(grid.to(memory.dtype))
+        memory = memory.permute(0, 1, 3, 4, 2).reshape(b, t * hm * wm, d)
+        lang = self.language(sentence).to(memory.dtype)[:, None]  # (B, 1, d)
+        q = self.query.weight[None].to(memory.dtype) + lang
+        pos = self.query_pos.weight[None].to(memory.dtype).expand(b, -1, -1)
+        for layer in self.layers:
+            q = layer(q, pos, memory, memory_pos)
+        masks = torch.einsum("bnd,btdhw->bnthw", self.kernel(q), pixels) + self.mask_bias
+        traj = self.trajectory(trajectory(masks.detach().float().sigmoid()).to(q.dtype))
+        s = self.score_language(sentence).to(q.dtype)[:, None].expand_as(q)
+        return masks, self.score(torch.cat([q, traj, s], -1)).squeeze(-1)
+
+
+def _pairwise_cost(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """logits (N, P), targets (K, P) in [0, 1] -> (N, K) mean BCE + soft Dice of every query against every object."""
+    p = logits.sigmoid()
+    bce = (F.softplus(logits).sum(1, keepdim=True) - logits @ targets.T) / logits.shape[1]
+    dice = 1 - (2 * p @ targets.T + eps) / (p.sum(1, keepdim=True) + targets.sum(1)[None] + eps)
+    return bce + dice
+
+
+def match_objects(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tensor, keep: torch.Tensor,
+                  score_cost: float = 2.0) -> list[tuple[list[int], list[int]]]:
+    """Hungarian matching of one clip's queries to its objects (no gradient).
+
+    masks (N, T, h, w) logits; scores (N,); objects (T, H, W) ids, 1 = the referred object, 0 = none;
+    keep (T,) bool annotated frames. Returns (queries, object ids), the referred object first when present.
+    Cost: mean BCE + Dice at the masks' resolution (objects area-resized), minus `score_cost` x p(score) for
+    the referred object, so that among queries that fit it the one already scoring high takes it. With more
+    objects than queries, the referred one and the lowest ids are kept.
+    """
+    n, _, h, w = masks.shape
+    frames = objects[keep]
+    ids = [int(i) for i in torch.unique(frames) if i > 0][:n]
+    if not ids:
+        return [], []
+    onehot = (frames[None] == torch.tensor(ids, device=frames.device)[:, None, None, None]).float()
+    small = F.interpolate(onehot, size=(h, w), mode="area").flatten(1)  # (K, T_valid*h*w)
+    cost = _pairwise_cost(masks[:, keep].flatten(1).float(), small)
+    if ids[0] == 1:
+        cost[:, 0] -= score_cost * scores.float().sigmoid()
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    order = sorted(range(len(rows)), key=lambda j: ids[cols[j]])
+    return [int(rows[j]) for j in order], [ids[cols[j]] for j in order]
+
+
+def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tensor, keep: torch.Tensor,
+                 size: tuple[int, int], pos_weight: float = 1.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """masks (B, N, T, h, w), scores (B, N), objects (B, T, H, W), keep (B, T) -> unweighted losses and the
+    (B,) index of the query matched to the referred object (-1 where it is on no annotated frame).
+
+    loss_bce / loss_dice: the referred object's query against its mask, over annotated frames at (H, W);
+    loss_instance: the same for the other objects (mean over them); loss_score: BCE of every score, 1 for the
+    referred object's query and 0 for the rest.
+    """
+    b, n = scores.shape
+    matched = torch.full((b,), -1, dtype=torch.long)
+    chosen, others, other_targets = [], [], []
+    labels = torch.zeros_like(scores)
+    with torch.no_grad():
+        pairs = [match_objects(masks[i], scores[i], objects[i], keep[i]) for i in range(b)]
+    for i, (queries, ids) in enumerate(pairs):
+        for q, k in zip(queries, ids):
+            up = F.interpolate(masks[i, q, keep[i]][None], size=size, mode="bilinear", align_corners=False)[0]
+            target = (objects[i, keep[i]] == k).to(up.dtype)
+            if k == 1:
+                matched[i], labels[i, q] = q, 1.0
+                chosen.append((up, target))
+            else:
+                others.append(up)
+                other_targets.append(target)
+    zero = masks.sum() * 0
+
+    def pair_loss(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not logits:
+            return zero, zero
+        lg, tg = torch.cat(logits), torch.cat(targets)
+        return bce_loss([lg], tg, pos_weight), dice_loss([lg], tg)
+
+    bce, dice = pair_loss([c[0] for c in chosen], [c[1] for c in chosen])
+    inst_bce, inst_dice = pair_loss(others, other_targets)
+    losses = {"loss_bce": bce, "loss_dice": dice, "loss_instance": inst_bce + inst_dice,
+              "loss_score": F.binary_cross_entropy_with_logits(scores, labels)}
+    return losses, matched
