@@ -127,3 +127,18 @@ def test_predict_video_max_frames_writes_a_readable_mp4(bert_dir, tmp_path, caps
     # the whole video when --max-frames is not given
     assert main(["predict-video", str(source), "the square", "--weights", str(weights), "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 9
+
+
+def test_query_decoder_trains_and_scores_through_the_cli(bert_dir, data_dir, tmp_path):
+    """`--set query_decoder=true`: the clips' object ids reach the model's matching; the saved model reloads
+    with its query decoder and `rvos eval` scores it as the training run did."""
+    run = tmp_path / "run"
+    assert main(["rvos", "train", "twostream_r101", "--data", str(data_dir), "--out", str(run), "--batch-size",
+                 "2", "--iters", "2", *set_args(bert_dir), "query_decoder=true", "num_queries=3"]) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("loss_instance", 0) > 0 for r in lines)  # the synthetic clips hold several objects
+    in_memory = json.loads((run / "results.json").read_text())["results"]["valid"]
+    out_json = tmp_path / "eval.json"
+    assert main(["rvos", "eval", "--weights", str(run / "model"), "--data", str(data_dir), "--pred",
+                 str(tmp_path / "pred"), "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["J&F-Mean"] == pytest.approx(in_memory["J&F-Mean"], abs=1e-12)
