@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import load_benchmark
 from test_rvos_model import SIZE, T, clip_batch, silent_parameters, tiny  # noqa: E402  (sibling test module)
 
 from vlalign.models.rvos.lmdf import rgb_difference
@@ -119,3 +120,25 @@ def _inputs(model, frames, tokens, mask):
     maps = [neck(f, sentence, t, rgb_difference(frames)) for neck, f in zip(model.necks, features)]
     pixels = model.decoder.features(maps, sentence.repeat_interleave(t, dim=0))
     return pixels.unflatten(0, (b, t)), maps[-2].unflatten(0, (b, t)), sentence
+
+
+def test_rvos_queries_benchmark_scores_the_pick_and_the_oracle(bert_dir, tmp_path):
+    from vlalign.data.ytvos import RefYTVOS
+    from vlalign.synth.ytvos import generate_ytvos
+
+    bench = load_benchmark("rvos_queries.py")
+    pred = torch.zeros(3, 4, 4, dtype=torch.bool)
+    target = torch.zeros(4, 4, dtype=torch.bool)
+    target[:2, :2] = True
+    pred[0, :2, :] = True  # 4 of 8
+    pred[1, :2, :2] = True  # exact
+    assert bench.iou(pred, target).tolist() == [0.5, 1.0, 0.0]
+    assert bench.iou(pred[2:], torch.zeros(4, 4, dtype=torch.bool)).tolist() == [1.0]  # both empty
+
+    generate_ytvos(tmp_path / "data", num_videos=3, seed=2, width=64, height=64, frames=(4, 5))
+    model = tiny(bert_dir, query_decoder=True, num_queries=3).eval()
+    rows = bench.score_queries(model, RefYTVOS(tmp_path / "data", "valid"), max_expressions=3)
+    assert len(rows) == 3 and all(r["oracle"] >= r["picked"] for r in rows)
+    assert all(r["picked"] == r["oracle"] for r in rows if r["hit"])  # the pick is the oracle's query
+    with pytest.raises(SystemExit, match="no query decoder"):
+        bench.score_queries(tiny(bert_dir), RefYTVOS(tmp_path / "data", "valid"))

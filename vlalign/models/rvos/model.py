@@ -120,7 +120,8 @@ class TwoStreamRVOS(ReferringModel):
     every annotated object of the clip (1 = the referred one, 2.. the others, 0 = none; `ReferringClips`),
     read by the query decoder only (default: the referred object alone, from masks). Returns "logits"
     (B, T, H, W) and, with masks, the weighted "loss_bce" and "loss_dice" over the valid frames (the query
-    decoder adds "loss_instance" and "loss_score", and "scores" (B, N)).
+    decoder adds "loss_instance" and "loss_score", "scores" (B, N) and every query's masks "query_logits"
+    (B, N, T, H/4, W/4)).
     """
 
     def __init__(self, config: RVOSConfig, backbone: nn.Module, text_encoder: HFTextEncoder,
@@ -201,7 +202,7 @@ class TwoStreamRVOS(ReferringModel):
         best = scores.argmax(1)
         picked = query_masks[torch.arange(b, device=best.device), best]  # (B, T, h/4, w/4)
         logits = F.interpolate(picked, size=(h, w), mode="bilinear", align_corners=False)
-        out: dict[str, Any] = {"logits": logits, "scores": scores}
+        out: dict[str, Any] = {"logits": logits, "scores": scores, "query_logits": query_masks}
         if masks is None:
             return out
         keep = self._check_targets(masks, valid, logits.shape)
