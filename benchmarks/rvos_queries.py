@@ -4,7 +4,8 @@ For a model trained with `query_decoder=true`, one clip per valid expression (ce
 frame, at the model's input size): the IoU with the ground truth of the query the model picks (best score)
 and of the best query in hindsight (the oracle), and how often the pick is the oracle's query. A high oracle
 with a low pick means the masks are there and the score chooses wrong; a low oracle means no query segments
-the object. Grouped by synth_info.json: "motion-only" (the target has a twin of identical appearance) and the
+the object; a pick that is always the same query means the score says nothing and that query hedges.
+Grouped by synth_info.json: "motion-only" (the target has a twin of identical appearance) and the
 rest. A diagnostic at the network's resolution, not the official J&F (`vlalign rvos eval`).
 
     .venv/bin/python benchmarks/rvos_queries.py --weights runs/bench/learning_rvos/queries/model
@@ -59,7 +60,7 @@ def score_queries(model, reader, max_expressions: int | None = None) -> list[dic
         ious = iou(masks, item["masks"][k] > 0)
         pick = int(out["scores"][0].argmax())
         rows.append({"video": item["video"], "exp_id": item["exp_id"], "picked": float(ious[pick]),
-                     "oracle": float(ious.max()), "hit": pick == int(ious.argmax())})
+                     "oracle": float(ious.max()), "hit": pick == int(ious.argmax()), "pick": pick})
     return rows
 
 
@@ -70,10 +71,14 @@ def summary(rows: list[dict], info: dict | None) -> str:
         meta = (info or {}).get(f"valid/{row['video']}/{row['exp_id']}")
         if meta is not None:
             groups["motion-only" if meta.get("motion_only") else "other"].append(row)
-    lines = ["| expressions | n | picked IoU | oracle IoU | pick = oracle |", "|---|---:|---:|---:|---:|"]
+    lines = ["| expressions | n | picked IoU | oracle IoU | pick = oracle | commonest pick |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, group in groups.items():
+        # a decoder whose score always names the same query has collapsed: that query hedges between objects
+        picks = np.bincount([r["pick"] for r in group])
         lines.append(f"| {name} | {len(group)} | {np.mean([r['picked'] for r in group]):.3f} | "
-                     f"{np.mean([r['oracle'] for r in group]):.3f} | {np.mean([r['hit'] for r in group]):.2f} |")
+                     f"{np.mean([r['oracle'] for r in group]):.3f} | {np.mean([r['hit'] for r in group]):.2f} | "
+                     f"query {picks.argmax()} ({picks.max() / len(group):.0%}) |")
     return "\n".join(lines)
 
 

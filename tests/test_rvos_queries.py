@@ -140,5 +140,9 @@ def test_rvos_queries_benchmark_scores_the_pick_and_the_oracle(bert_dir, tmp_pat
     rows = bench.score_queries(model, RefYTVOS(tmp_path / "data", "valid"), max_expressions=3)
     assert len(rows) == 3 and all(r["oracle"] >= r["picked"] for r in rows)
     assert all(r["picked"] == r["oracle"] for r in rows if r["hit"])  # the pick is the oracle's query
+    # the summary names the commonest pick and its share (a collapsed score always names one query)
+    made = [{"video": "v", "exp_id": str(i), "picked": 0.5, "oracle": 1.0, "hit": i == 0, "pick": p}
+            for i, p in enumerate([2, 2, 2, 0])]
+    assert "| all | 4 | 0.500 | 1.000 | 0.25 | query 2 (75%) |" in bench.summary(made, None)
     with pytest.raises(SystemExit, match="no query decoder"):
         bench.score_queries(tiny(bert_dir), RefYTVOS(tmp_path / "data", "valid"))

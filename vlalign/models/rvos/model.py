@@ -94,6 +94,7 @@ class RVOSConfig:
     query_layers: int = 2
     score_weight: float = 2.0
     instance_weight: float = 1.0  # the clip's other annotated objects, matched to the remaining queries
+    match_score_cost: float = 2.0  # the score's weight in the matching of the referred object (queries.py)
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.0
     dice_weight: float = 1.0
@@ -210,7 +211,8 @@ class TwoStreamRVOS(ReferringModel):
             objects = masks.long()
         elif objects.shape != masks.shape:
             raise ValueError(f"objects {tuple(objects.shape)}: expected (B, T, H, W) = {tuple(masks.shape)}")
-        losses, _ = query_losses(query_masks, scores, objects, keep, (h, w), self.config.bce_pos_weight)
+        losses, _ = query_losses(query_masks, scores, objects, keep, (h, w), self.config.bce_pos_weight,
+                                 self.config.match_score_cost)
         cfg = self.config
         out.update(loss_bce=cfg.bce_weight * losses["loss_bce"], loss_dice=cfg.dice_weight * losses["loss_dice"],
                    loss_instance=cfg.instance_weight * losses["loss_instance"],

@@ -159,7 +159,8 @@ def match_objects(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tens
 
 
 def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tensor, keep: torch.Tensor,
-                 size: tuple[int, int], pos_weight: float = 1.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                 size: tuple[int, int], pos_weight: float = 1.0,
+                 score_cost: float = 2.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """masks (B, N, T, h, w), scores (B, N), objects (B, T, H, W), keep (B, T) -> unweighted losses and the
     (B,) index of the query matched to the referred object (-1 where it is on no annotated frame).
 
@@ -172,7 +173,7 @@ def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tenso
     chosen, others, other_targets = [], [], []
     labels = torch.zeros_like(scores)
     with torch.no_grad():
-        pairs = [match_objects(masks[i], scores[i], objects[i], keep[i]) for i in range(b)]
+        pairs = [match_objects(masks[i], scores[i], objects[i], keep[i], score_cost) for i in range(b)]
     for i, (queries, ids) in enumerate(pairs):
         for q, k in zip(queries, ids):
             up = F.interpolate(masks[i, q, keep[i]][None], size=size, mode="bilinear", align_corners=False)[0]
