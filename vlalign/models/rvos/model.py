@@ -94,7 +94,7 @@ class RVOSConfig:
     query_layers: int = 2
     score_weight: float = 2.0
     instance_weight: float = 1.0  # the clip's other annotated objects, matched to the remaining queries
-    match_score_cost: float = 2.0  # the score's weight in the matching of the referred object (queries.py)
+    match_score_cost: float = 0.0  # the score's weight in the matching of the referred object (queries.py)
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.0
     dice_weight: float = 1.0

@@ -14,13 +14,17 @@ follows; the trajectory input of the score is ours).
     m_nt    = <kernel_n, P_t> + bias                         (B, N, T, h, w)   P = the FPN's stride-4 map
     traj_n  = [mean x, y, log area; slopes of x, y, log area over the clip; consecutive-frame soft IoU]
               of sigmoid(m_n), detached                      (B, N, 7)         where the object is and how it moves
-    score_n = MLP([q_L; embed(traj_n); W' s])                (B, N)            does the sentence mean object n?
+    pool_n  = sum sigmoid(m_n) P / sum sigmoid(m_n)          (B, N, d)         the object's language-guided pixels
+    score_n = <MLP([q_L; embed(traj_n); pool_n]), W' s>/sqrt(d) + b  (B, N)    does the sentence mean object n?
 
 The score reads the object's measured trajectory, so "moving to the left" (x slope < 0), "at the top" (mean
 y), "that grows" (area slope > 0) and "spinning" (centroid still, frame-to-frame IoU < 1) are single numbers
 the sentence can be compared with; the trajectory is detached so that the masks are shaped by the mask losses
-alone. Training (the model's forward): every annotated object of the clip is matched to one query (Hungarian,
-mask cost), its mask supervised; the query matched to the referred object is the score's only positive.
+alone. The score is a dot product with the sentence, since "this object fits this sentence" is a product of
+the two. Training (the model's forward): every annotated object of the clip is matched to one query (Hungarian,
+mask cost), its mask supervised; the queries no object took are pushed to empty masks; the query matched to
+the referred object is the score's only positive. What failed on the way (a score that collapsed onto one
+query, a score stuck at its prior) is in benchmarks/README.md, Video.
 Prediction: the mask of the best-scoring query.
 """
 
@@ -103,7 +107,8 @@ class QueryDecoder(nn.Module):
         self.mask_bias = nn.Parameter(torch.tensor(math.log(prior / (1 - prior))))
         self.trajectory = _mlp(TRAJECTORY_DIM, dim, dim)
         self.score_language = nn.Linear(lang_dim, dim)
-        self.score = _mlp(3 * dim, dim, 1)
+        self.score_object = _mlp(3 * dim, dim, dim)
+        self.score_bias = nn.Parameter(torch.tensor(math.log(1 / max(num_queries - 1, 1))))  # 1 in N positive
 
     def forward(self, pixels: torch.Tensor, memory: torch.Tensor,
                 sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,9 +125,13 @@ class QueryDecoder(nn.Module):
         for layer in self.layers:
             q = layer(q, pos, memory, memory_pos)
         masks = torch.einsum("bnd,btdhw->bnthw", self.kernel(q), pixels) + self.mask_bias
-        traj = self.trajectory(trajectory(masks.detach().float().sigmoid()).to(q.dtype))
-        s = self.score_language(sentence).to(q.dtype)[:, None].expand_as(q)
-        return masks, self.score(torch.cat([q, traj, s], -1)).squeeze(-1)
+        probs = masks.detach().float().sigmoid()
+        traj = self.trajectory(trajectory(probs).to(q.dtype))
+        weights = (probs / probs.sum((2, 3, 4), keepdim=True).clamp_min(1e-6)).to(pixels.dtype)
+        pooled = torch.einsum("bnthw,btdhw->bnd", weights, pixels)
+        obj = self.score_object(torch.cat([q, traj, pooled.to(q.dtype)], -1))  # (B, N, d)
+        lang = self.score_language(sentence).to(q.dtype)[:, :, None]  # (B, d, 1)
+        return masks, (obj @ lang).squeeze(-1) / math.sqrt(d) + self.score_bias
 
 
 def _pairwise_cost(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -134,14 +143,15 @@ def _pairwise_cost(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0
 
 
 def match_objects(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tensor, keep: torch.Tensor,
-                  score_cost: float = 2.0) -> list[tuple[list[int], list[int]]]:
+                  score_cost: float = 0.0) -> list[tuple[list[int], list[int]]]:
     """Hungarian matching of one clip's queries to its objects (no gradient).
 
     masks (N, T, h, w) logits; scores (N,); objects (T, H, W) ids, 1 = the referred object, 0 = none;
     keep (T,) bool annotated frames. Returns (queries, object ids), the referred object first when present.
     Cost: mean BCE + Dice at the masks' resolution (objects area-resized), minus `score_cost` x p(score) for
-    the referred object, so that among queries that fit it the one already scoring high takes it. With more
-    objects than queries, the referred one and the lowest ids are kept.
+    the referred object (0 by default: with 2, the score and the matching agreed on one fixed query for every
+    sentence, which then hedged between the candidates; measured in benchmarks/README.md). With more objects
+    than queries, the referred one and the lowest ids are kept.
     """
     n, _, h, w = masks.shape
     frames = objects[keep]
@@ -160,21 +170,27 @@ def match_objects(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tens
 
 def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tensor, keep: torch.Tensor,
                  size: tuple[int, int], pos_weight: float = 1.0,
-                 score_cost: float = 2.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                 score_cost: float = 0.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """masks (B, N, T, h, w), scores (B, N), objects (B, T, H, W), keep (B, T) -> unweighted losses and the
     (B,) index of the query matched to the referred object (-1 where it is on no annotated frame).
 
     loss_bce / loss_dice: the referred object's query against its mask, over annotated frames at (H, W);
-    loss_instance: the same for the other objects (mean over them); loss_score: BCE of every score, 1 for the
-    referred object's query and 0 for the rest.
+    loss_instance: the same for the other objects (mean over them), plus the BCE of every unmatched query's
+    mask against an empty one (at the masks' resolution); loss_score: BCE of every score, 1 for the referred
+    object's query and 0 for the rest.
+
+    Why the empty masks: an unsupervised query is free to copy a matched one, and two queries with the same
+    mask, one labelled 1 and one 0, leave the score nothing to learn (measured: it stayed at the 1-in-N prior).
     """
     b, n = scores.shape
     matched = torch.full((b,), -1, dtype=torch.long)
     chosen, others, other_targets = [], [], []
     labels = torch.zeros_like(scores)
+    unmatched = keep[:, None, :].expand(b, n, -1).clone()  # (B, N, T): frames of queries that no object took
     with torch.no_grad():
         pairs = [match_objects(masks[i], scores[i], objects[i], keep[i], score_cost) for i in range(b)]
     for i, (queries, ids) in enumerate(pairs):
+        unmatched[i, queries] = False
         for q, k in zip(queries, ids):
             up = F.interpolate(masks[i, q, keep[i]][None], size=size, mode="bilinear", align_corners=False)[0]
             target = (objects[i, keep[i]] == k).to(up.dtype)
@@ -194,6 +210,8 @@ def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tenso
 
     bce, dice = pair_loss([c[0] for c in chosen], [c[1] for c in chosen])
     inst_bce, inst_dice = pair_loss(others, other_targets)
-    losses = {"loss_bce": bce, "loss_dice": dice, "loss_instance": inst_bce + inst_dice,
+    spare = masks[unmatched]  # (n_frames, h, w)
+    empty = F.binary_cross_entropy_with_logits(spare, torch.zeros_like(spare)) if spare.numel() else zero
+    losses = {"loss_bce": bce, "loss_dice": dice, "loss_instance": inst_bce + inst_dice + empty,
               "loss_score": F.binary_cross_entropy_with_logits(scores, labels)}
     return losses, matched
