@@ -93,8 +93,9 @@ def test_query_losses_by_case():
 
 
 def test_query_decoder_model_trains_and_predicts(bert_dir):
+    assert tiny(bert_dir, query_decoder=True, query_aux_head=False).decoder.head is None  # no unused parameters
     model = tiny(bert_dir, query_decoder=True, num_queries=4)
-    assert model.decoder.head is None and model.queries is not None
+    assert model.decoder.head is not None and model.queries is not None  # the auxiliary referring head
     frames, tokens, mask, masks, valid = clip_batch(model)
     objects = masks.long()
     objects[:, :, 44:60, 44:60] = 2  # a second object in both clips, for the instance loss
@@ -106,7 +107,8 @@ def test_query_decoder_model_trains_and_predicts(bert_dir):
         sum(v for k, v in out.items() if k.startswith("loss_")).backward()
         silent.append(silent_parameters(model))
         opt.step()
-    assert {"logits", "scores", "loss_bce", "loss_dice", "loss_instance", "loss_score"} <= set(out)
+    assert {"logits", "scores", "loss_bce", "loss_dice", "loss_instance", "loss_score", "loss_aux_bce",
+            "loss_aux_dice"} <= set(out)
     assert out["logits"].shape == (2, T, SIZE, SIZE) and out["scores"].shape == (2, 4)
     assert not silent[1], silent[1]
     model.eval()
@@ -153,3 +155,16 @@ def test_rvos_queries_benchmark_scores_the_pick_and_the_oracle(bert_dir, tmp_pat
     assert "| all | 4 | 0.500 | 1.000 | 0.25 | query 2 (75%) |" in bench.summary(made, None)
     with pytest.raises(SystemExit, match="no query decoder"):
         bench.score_queries(tiny(bert_dir), RefYTVOS(tmp_path / "data", "valid"))
+
+
+def test_referring_head_enters_the_score_as_its_mean_under_each_mask(bert_dir):
+    model = tiny(bert_dir, query_decoder=True, num_queries=3).eval()
+    frames, tokens, mask, _, _ = clip_batch(model)
+    pixels, memory, sentence = _inputs(model, frames, tokens, mask)
+    aux = torch.randn(pixels.shape[0], pixels.shape[1], *pixels.shape[-2:])
+    with torch.no_grad():
+        masks, plain = model.queries(pixels, memory, sentence)
+        _, guided = model.queries(pixels, memory, sentence, aux)
+    probs = masks.sigmoid()
+    mean_under = (probs * aux[:, None]).sum((2, 3, 4)) / probs.sum((2, 3, 4))  # (B, N)
+    torch.testing.assert_close(guided - plain, model.queries.aux_weight * mean_under, atol=1e-5, rtol=1e-4)

@@ -95,6 +95,7 @@ class RVOSConfig:
     score_weight: float = 2.0
     instance_weight: float = 1.0  # the clip's other annotated objects, matched to the remaining queries
     match_score_cost: float = 0.0  # the score's weight in the matching of the referred object (queries.py)
+    query_aux_head: bool = True  # keep the single-mask head as an auxiliary loss and a score input (queries.py)
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.0
     dice_weight: float = 1.0
@@ -199,7 +200,8 @@ class TwoStreamRVOS(ReferringModel):
         b, t, h, w = shape
         pixels = self.decoder.features(maps, sentence.repeat_interleave(t, dim=0))  # (B*T, d, H/4, W/4)
         memory = maps[-2]  # stride 16: T*hm*wm tokens, cheap to attend over the whole clip
-        query_masks, scores = self.queries(pixels.unflatten(0, (b, t)), memory.unflatten(0, (b, t)), sentence)
+        aux = self.decoder.head(pixels).view(b, t, *pixels.shape[-2:]) if self.decoder.head is not None else None
+        query_masks, scores = self.queries(pixels.unflatten(0, (b, t)), memory.unflatten(0, (b, t)), sentence, aux)
         best = scores.argmax(1)
         picked = query_masks[torch.arange(b, device=best.device), best]  # (B, T, h/4, w/4)
         logits = F.interpolate(picked, size=(h, w), mode="bilinear", align_corners=False)
@@ -217,6 +219,11 @@ class TwoStreamRVOS(ReferringModel):
         out.update(loss_bce=cfg.bce_weight * losses["loss_bce"], loss_dice=cfg.dice_weight * losses["loss_dice"],
                    loss_instance=cfg.instance_weight * losses["loss_instance"],
                    loss_score=cfg.score_weight * losses["loss_score"])
+        if aux is not None:
+            up = F.interpolate(aux, size=(h, w), mode="bilinear", align_corners=False)[keep]
+            target = masks[keep].to(up.dtype)
+            out["loss_aux_bce"] = cfg.bce_weight * bce_loss([up], target, cfg.bce_pos_weight) if len(up) else up.sum()
+            out["loss_aux_dice"] = cfg.dice_weight * dice_loss([up], target) if len(up) else up.sum()
         return out
 
     @classmethod
@@ -231,7 +238,7 @@ class TwoStreamRVOS(ReferringModel):
             LMDF(c, d, dim, config.lmdf_kernel, config.lmdf_dilations, config.lmdf_groups, config.lmdf_motion)
             if config.lmdf and i in config.lmdf_stages else Lateral(c, dim)
             for i, c in enumerate(channels))
-        decoder = FPNDecoder(dim, d, len(channels), head=not config.query_decoder)
+        decoder = FPNDecoder(dim, d, len(channels), head=not config.query_decoder or config.query_aux_head)
         queries = QueryDecoder(dim, d, config.num_queries, config.query_layers) if config.query_decoder else None
         return cls(config, backbone, text, vlmg, necks, decoder, queries)
 

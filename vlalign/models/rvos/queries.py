@@ -16,6 +16,7 @@ follows; the trajectory input of the score is ours).
               of sigmoid(m_n), detached                      (B, N, 7)         where the object is and how it moves
     pool_n  = sum sigmoid(m_n) P / sum sigmoid(m_n)          (B, N, d)         the object's language-guided pixels
     score_n = <MLP([q_L; embed(traj_n); pool_n]), W' s>/sqrt(d) + b  (B, N)    does the sentence mean object n?
+              + w * (the same pooling of the referring head's logits)          (`query_aux_head`, below)
 
 The score reads the object's measured trajectory, so "moving to the left" (x slope < 0), "at the top" (mean
 y), "that grows" (area slope > 0) and "spinning" (centroid still, frame-to-frame IoU < 1) are single numbers
@@ -24,7 +25,9 @@ alone. The score is a dot product with the sentence, since "this object fits thi
 the two. Training (the model's forward): every annotated object of the clip is matched to one query (Hungarian,
 mask cost), its mask supervised; the queries no object took are pushed to empty masks; the query matched to
 the referred object is the score's only positive. What failed on the way (a score that collapsed onto one
-query, a score stuck at its prior) is in benchmarks/README.md, Video.
+query, a score stuck at its prior) is in benchmarks/README.md, Video. With `query_aux_head` the single-mask
+referring head stays beside the queries with its own BCE + Dice: the instance losses ignore the sentence, and
+that head's loss keeps the features referring-aware; its belief under each object's mask enters the score.
 Prediction: the mask of the best-scoring query.
 """
 
@@ -109,9 +112,11 @@ class QueryDecoder(nn.Module):
         self.score_language = nn.Linear(lang_dim, dim)
         self.score_object = _mlp(3 * dim, dim, dim)
         self.score_bias = nn.Parameter(torch.tensor(math.log(1 / max(num_queries - 1, 1))))  # 1 in N positive
+        self.aux_weight = nn.Parameter(torch.tensor(1.0))  # the referring head's say in the score (when given)
 
-    def forward(self, pixels: torch.Tensor, memory: torch.Tensor,
-                sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor, memory: torch.Tensor, sentence: torch.Tensor,
+                aux: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """aux (B, T, h, w): a single-mask referring head's logits at the pixels' resolution, or None."""
         b, t, d, hm, wm = memory.shape
         ts = torch.linspace(-1, 1, t, device=memory.device) if t > 1 else memory.new_zeros(1)
         ys = torch.linspace(-1 + 1 / hm, 1 - 1 / hm, hm, device=memory.device)
@@ -131,7 +136,10 @@ class QueryDecoder(nn.Module):
         pooled = torch.einsum("bnthw,btdhw->bnd", weights, pixels)
         obj = self.score_object(torch.cat([q, traj, pooled.to(q.dtype)], -1))  # (B, N, d)
         lang = self.score_language(sentence).to(q.dtype)[:, :, None]  # (B, d, 1)
-        return masks, (obj @ lang).squeeze(-1) / math.sqrt(d) + self.score_bias
+        scores = (obj @ lang).squeeze(-1) / math.sqrt(d) + self.score_bias
+        if aux is not None:  # how much the referring head believes in the pixels of object n (detached)
+            scores = scores + self.aux_weight * torch.einsum("bnthw,bthw->bn", weights, aux.detach().to(weights.dtype))
+        return masks, scores
 
 
 def _pairwise_cost(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
