@@ -175,15 +175,18 @@ class TwoStreamRVOS(ReferringModel):
         if masks is None:
             return out
         keep = self._check_targets(masks, valid, logits.shape)
+        out["loss_bce"], out["loss_dice"] = self._mask_losses(logits, masks, keep)
+        return out
+
+    def _mask_losses(self, logits: torch.Tensor, masks: torch.Tensor, keep: torch.Tensor):
+        """Weighted BCE and Dice of the single-mask head's (B, T, H, W) logits over the annotated frames."""
         chosen, target = logits[keep], masks[keep].to(logits.dtype)  # (n_valid, H, W)
         if chosen.shape[0] == 0:  # no annotated frame in the batch: zero losses that keep the graph
             zero = logits.sum() * 0
-            out.update(loss_bce=zero, loss_dice=zero)
-            return out
+            return zero, zero
         cfg = self.config
-        out["loss_bce"] = cfg.bce_weight * bce_loss([chosen], target, cfg.bce_pos_weight)
-        out["loss_dice"] = cfg.dice_weight * dice_loss([chosen], target)
-        return out
+        return (cfg.bce_weight * bce_loss([chosen], target, cfg.bce_pos_weight),
+                cfg.dice_weight * dice_loss([chosen], target))
 
     @staticmethod
     def _check_targets(masks: torch.Tensor, valid: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
@@ -220,10 +223,8 @@ class TwoStreamRVOS(ReferringModel):
                    loss_instance=cfg.instance_weight * losses["loss_instance"],
                    loss_score=cfg.score_weight * losses["loss_score"])
         if aux is not None:
-            up = F.interpolate(aux, size=(h, w), mode="bilinear", align_corners=False)[keep]
-            target = masks[keep].to(up.dtype)
-            out["loss_aux_bce"] = cfg.bce_weight * bce_loss([up], target, cfg.bce_pos_weight) if len(up) else up.sum()
-            out["loss_aux_dice"] = cfg.dice_weight * dice_loss([up], target) if len(up) else up.sum()
+            up = F.interpolate(aux, size=(h, w), mode="bilinear", align_corners=False)
+            out["loss_aux_bce"], out["loss_aux_dice"] = self._mask_losses(up, masks, keep)
         return out
 
     @classmethod
