@@ -225,6 +225,15 @@ def test_train_clips(ytvos):
                 remap[others] = np.arange(2, 2 + len(others))
                 assert torch.equal(item["objects"][k], torch.from_numpy(remap[resize.labels(labels).numpy()]))
             assert torch.equal(item["objects"] == 1, item["masks"].bool())
+            # the video's other expressions whose object is in the clip, numbered as in `objects`
+            if index == 0:
+                in_clip = bool((item["objects"] == 2).any())  # object 2 is on frames 2 and 3 only
+                assert item["selection_texts"] == (["green box"] if in_clip else [])
+                assert item["selection_objects"].tolist() == ([2] if in_clip else [])
+            if index == 1:
+                assert item["selection_texts"] == ["the red box"] and item["selection_objects"].tolist() == [2]
+            if index == 2:
+                assert item["selection_texts"] == [] and item["selection_objects"].shape == (0,)
             if index == 1:
                 assert (item["objects"] == 2).any()  # object 1, on every frame, is the clip's other object
                 assert item["masks"].sum() > 0  # object 2 is only on frames 2, 3: the draw must include one
@@ -246,6 +255,27 @@ def test_clips_collate(ytvos):
     batch = make_collate()([clips[0], clips[1]])
     assert batch["frames"].shape == (2, 2, 3, 8, 8) and batch["masks"].shape == (2, 2, 8, 8)
     assert batch["valid"].shape == (2, 2) and batch["text"] == ["the red box", "green box"]
+    assert "selection_texts" in batch and "selection_tokens" not in batch  # without a tokenizer: left as lists
+
+
+def test_collate_pads_the_selection_sentences():
+    def tokenize(texts):  # one token per word, 1 = a word
+        n = max(len(t.split()) for t in texts)
+        mask = torch.tensor([[i < len(t.split()) for i in range(n)] for t in texts])
+        return {"tokens": mask.long(), "token_mask": mask}
+
+    samples = [{"text": "a", "selection_texts": ["b c", "d"], "selection_objects": torch.tensor([2, 1])},
+               {"text": "e", "selection_texts": [], "selection_objects": torch.zeros(0, dtype=torch.long)},
+               {"text": "f", "selection_texts": ["g h i"], "selection_objects": torch.tensor([3])}]
+    batch = make_collate(tokenize)(samples)
+    assert "selection_texts" not in batch
+    assert batch["selection_objects"].tolist() == [[2, 1], [0, 0], [3, 0]]  # 0 = padding
+    assert batch["selection_token_mask"].sum(-1).tolist() == [[2, 1], [0, 0], [3, 0]]
+    assert batch["selection_tokens"].shape == (3, 2, 3)
+    none = make_collate(tokenize)([samples[1]])
+    assert none["selection_objects"].tolist() == [[0]] and none["selection_tokens"].shape[:2] == (1, 1)
+    with pytest.raises(ValueError, match="sample 0: 2 selection_texts but 1 selection_objects"):
+        make_collate(tokenize)([{**samples[0], "selection_objects": torch.tensor([1])}])
 
 
 def test_frames_mode_centres_each_annotated_frame(ytvos):

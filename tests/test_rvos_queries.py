@@ -12,7 +12,14 @@ from conftest import load_benchmark
 from test_rvos_model import SIZE, T, clip_batch, silent_parameters, tiny  # noqa: E402  (sibling test module)
 
 from vlalign.models.rvos.lmdf import rgb_difference
-from vlalign.models.rvos.queries import match_objects, query_losses, trajectory
+from vlalign.models.rvos.queries import (
+    descriptor,
+    match_objects,
+    object_masks,
+    query_losses,
+    selection_loss,
+    trajectory,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,6 +39,49 @@ def test_trajectory_by_hand():
     grow[0, 0, :2, :2], grow[0, 1, :3, :3], grow[0, 2] = 1, 1, 1  # batch dims are kept; area slope > 0
     assert trajectory(grow).shape == (2, 7) and trajectory(grow)[0, 5] > 0
     assert torch.allclose(trajectory(probs[:1])[3:], torch.tensor([0.0, 0.0, 0.0, 1.0]))  # T = 1
+
+
+def test_descriptor_adds_the_mean_colour_under_the_mask():
+    probs = torch.zeros(1, 2, 3, 4, 4)
+    probs[0, 0, :, :2, :2] = 1  # object 0: the top-left 2x2 cells, red there
+    rgb = torch.zeros(1, 3, 3, 4, 4)
+    rgb[0, :, 0, :2, :2] = 1.0
+    rgb[0, :, 2, 2:, 2:] = 0.5  # blue elsewhere, which object 0 does not cover
+    d = descriptor(probs, rgb)
+    assert d.shape == (1, 2, 10)
+    scaled = (trajectory(probs[0, 0]) + torch.tensor([0, 0, 4.0, 0, 0, 0, 0])) * torch.tensor([1, 1, 1, 2, 2, 10, 1.0])
+    torch.testing.assert_close(d[0, 0, :7], scaled)  # slopes in cells of the 4x4 map, log area shifted
+    torch.testing.assert_close(d[0, 0, 7:], torch.tensor([0.5, -0.5, -0.5]), atol=1e-4, rtol=0)  # red, centred
+    torch.testing.assert_close(d[0, 1, 7:], torch.zeros(3))  # an empty mask reads grey
+
+
+def test_object_masks_put_the_referred_object_first():
+    objects = torch.zeros(3, 2, 8, 8, dtype=torch.long)
+    objects[0, :, :4, :4] = 3  # clip 0: objects 3 and 1 (the referred one), listed referred-first
+    objects[0, :, 4:, 4:] = 1
+    objects[1, :, :4, :] = 1  # clip 1: one frame is not annotated -> no objects
+    objects[2, :, :4, :] = 2  # clip 2: the referred object is absent -> no objects
+    keep = torch.tensor([[True, True], [True, False], [True, True]])
+    masks, present = object_masks(objects, keep, (4, 4), max_objects=3)
+    assert masks.shape == (3, 3, 2, 4, 4)
+    assert present.tolist() == [[True, True, False], [False, False, False], [False, False, False]]
+    assert masks[0, 0, :, 2:, 2:].eq(1).all() and masks[0, 0].sum() == 8  # object 1, area-resized
+    assert masks[0, 1, :, :2, :2].eq(1).all() and masks[0, 1].sum() == 8  # object 3
+    assert masks[1:].eq(0).all() and masks[0, 2].eq(0).all()
+
+
+def test_selection_loss_by_hand():
+    scores = torch.tensor([[2.0, 0.0, 5.0], [1.0, 3.0, 0.0], [4.0, 0.0, 0.0]], requires_grad=True)
+    present = torch.tensor([[True, True, False], [True, True, True], [True, False, False]])
+    loss = selection_loss(scores, present)  # clip 2 has one object: nothing to choose; clip 0 ignores index 2
+    row0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    row1 = -math.log(math.exp(1) / (math.exp(1) + math.exp(3) + 1))
+    expected = (row0 + row1) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert scores.grad[0, 0] < 0 < scores.grad[1, 1] and scores.grad[0, 2] == 0 and scores.grad[2].eq(0).all()
+    none = selection_loss(scores, present & False)
+    assert none.item() == 0 and none.requires_grad
 
 
 def boxes(t=2, size=16):
@@ -108,7 +158,8 @@ def test_query_decoder_model_trains_and_predicts(bert_dir):
         silent.append(silent_parameters(model))
         opt.step()
     assert {"logits", "scores", "loss_bce", "loss_dice", "loss_instance", "loss_score", "loss_aux_bce",
-            "loss_aux_dice"} <= set(out)
+            "loss_aux_dice", "loss_select"} <= set(out)
+    assert out["loss_select"] > 0  # two objects in each clip: the score chooses between them
     assert out["logits"].shape == (2, T, SIZE, SIZE) and out["scores"].shape == (2, 4)
     assert not silent[1], silent[1]
     model.eval()
@@ -157,14 +208,34 @@ def test_rvos_queries_benchmark_scores_the_pick_and_the_oracle(bert_dir, tmp_pat
         bench.score_queries(tiny(bert_dir), RefYTVOS(tmp_path / "data", "valid"))
 
 
-def test_referring_head_enters_the_score_as_its_mean_under_each_mask(bert_dir):
-    model = tiny(bert_dir, query_decoder=True, num_queries=3).eval()
-    frames, tokens, mask, _, _ = clip_batch(model)
-    pixels, memory, sentence = _inputs(model, frames, tokens, mask)
-    aux = torch.randn(pixels.shape[0], pixels.shape[1], *pixels.shape[-2:])
+def test_selection_loss_reads_every_sentence_of_the_clip(bert_dir):
+    """loss_select = the score's cross-entropy over each clip's true objects, for the clip's own sentence
+    (object 1) and for each selection sentence (the object it names), all rows averaged; padding ignored."""
+    model = tiny(bert_dir, query_decoder=True, num_queries=4).eval()
+    frames, tokens, mask, masks, _ = clip_batch(model)
+    valid = torch.ones(2, T, dtype=torch.bool)
+    objects = masks.long()
+    objects[:, :, 44:60, 44:60] = 2
+    extra = model.tokenize(["the small square", "the other one", "a third", "a third"])
+    sel_tokens, sel_mask = extra["tokens"].view(2, 2, -1), extra["token_mask"].view(2, 2, -1).clone()
+    sel_mask[1, 1] = False
+    numbers = torch.tensor([[2, 1], [2, 0]])  # clip 1's second sentence is padding
     with torch.no_grad():
-        masks, plain = model.queries(pixels, memory, sentence)
-        _, guided = model.queries(pixels, memory, sentence, aux)
-    probs = masks.sigmoid()
-    mean_under = (probs * aux[:, None]).sum((2, 3, 4)) / probs.sum((2, 3, 4))  # (B, N)
-    torch.testing.assert_close(guided - plain, model.queries.aux_weight * mean_under, atol=1e-5, rtol=1e-4)
+        out = model(frames, tokens, mask, masks=masks, valid=valid, objects=objects, selection_tokens=sel_tokens,
+                    selection_token_mask=sel_mask, selection_objects=numbers)
+        own = model(frames, tokens, mask, masks=masks, valid=valid, objects=objects)["loss_select"]
+        features, sentence = model.encode(frames.flatten(0, 1), tokens, mask.bool())
+        maps = [neck(f, sentence, T, rgb_difference(frames)) for neck, f in zip(model.necks, features)]
+        base = model.decoder.top_down(maps).unflatten(0, (2, T))
+        rgb = F.interpolate(frames.flatten(0, 1), size=base.shape[-2:], mode="area").view(2, T, 3, *base.shape[-2:])
+        true, present = object_masks(objects, valid, base.shape[-2:], 4)
+        sentences = torch.cat([model.plain_sentence(tokens, mask), model.plain_sentence(extra["tokens"][:3],
+                                                                                          extra["token_mask"][:3])])
+        clips, targets = torch.tensor([0, 1, 0, 0, 1]), torch.tensor([0, 0, 1, 0, 1])
+        scores = model.queries.score(true[clips], base[clips], sentences, rgb[clips])
+        logits = scores.masked_fill(~present[clips], float("-inf"))
+        expected = F.cross_entropy(logits, targets)
+    assert present[:, :2].all() and not present[:, 2:].any()
+    torch.testing.assert_close(out["loss_select"], model.config.select_weight * expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(own, model.config.select_weight * F.cross_entropy(logits[:2], targets[:2]),
+                               atol=1e-5, rtol=1e-4)

@@ -20,6 +20,7 @@ Modes of `ReferringClips` (our design; the paper's sampling is not public):
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from vlalign.data.ytvos import Expression
 __all__ = ["MODES", "ReferringClips", "assign_frames", "repeat_indices", "sliding_windows"]
 
 MODES = ("train", "frames", "eval")
+MAX_SELECTION = 8  # other expressions of the video per training clip (`selection_texts`)
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -104,13 +106,18 @@ def assign_frames(windows: list[list[int]], num_frames_total: int) -> list[tuple
     return [(b[1], b[2]) for b in best]  # type: ignore[index]
 
 
+def referred_first_ids(labels: torch.Tensor, obj_id: int) -> dict[int, int]:
+    """{annotation id: number} for `referred_first`: `obj_id` -> 1, the clip's other objects -> 2, 3, ... in id
+    order."""
+    others = [int(i) for i in torch.unique(labels) if i != 0 and i != obj_id]
+    return {obj_id: 1, **{i: k for k, i in enumerate(others, start=2)}}
+
+
 def referred_first(labels: torch.Tensor, obj_id: int) -> torch.Tensor:
     """Object ids (T, S, S) -> the same objects numbered 1 = `obj_id` (the referred one), 2, 3, ... = the others
     in id order, 0 = background: what the query decoder's matching reads (vlalign/models/rvos/queries.py)."""
     out = torch.zeros_like(labels)
-    out[labels == obj_id] = 1
-    others = [int(i) for i in torch.unique(labels) if i != 0 and i != obj_id]
-    for k, i in enumerate(others, start=2):
+    for i, k in referred_first_ids(labels, obj_id).items():
         out[labels == i] = k
     return out
 
@@ -123,6 +130,9 @@ class ReferringClips(Dataset):
     referred one; readers without a label map give that one alone); `text`, `video`, `exp_id`;
     `frame_names` (T names, repeats possible);
     `orig_size` (H, W); `transform` (ResizeSquare params, for `invert_prediction`).
+    Item (train, readers with a label map): also `selection_texts`, up to MAX_SELECTION other expressions of
+    the video whose object is in the clip, and `selection_objects` (E,) int64, their objects' numbers in
+    `objects` (the query decoder's score learns to choose among the clip's objects from every one of them).
     Item (eval): `video`, `exp_id`, `text`, `frame_paths`, `frame_names` (the whole video), `obj_id`.
     """
 
@@ -141,6 +151,10 @@ class ReferringClips(Dataset):
             raise ValueError(f"{reader!r} has no expressions")
         self._targets: list[list[str]] = []
         self._items: list[tuple[int, str]] = []  # frames mode: (expression index, target frame)
+        self._by_video: dict[str, list[Expression]] = defaultdict(list)
+        for e in self.expressions:
+            if e.obj_id is not None:
+                self._by_video[e.video].append(e)
         if mode != "eval":
             self._check_targets()
 
@@ -216,8 +230,15 @@ class ReferringClips(Dataset):
             "transform": loaded[names[0]][3],
         }
         # readers without a label map know the referred object only: it is then the clip's one object
-        item["objects"] = (referred_first(torch.stack([loaded[n][5] for n in names]), exp.obj_id)
-                           if hasattr(self.reader, "label_map") else item["masks"].long())
+        labels = torch.stack([loaded[n][5] for n in names])
+        has_labels = hasattr(self.reader, "label_map")
+        item["objects"] = referred_first(labels, exp.obj_id) if has_labels else item["masks"].long()
+        if self.mode == "train":
+            numbers = referred_first_ids(labels, exp.obj_id) if has_labels else {}
+            others = [e for e in self._by_video[exp.video] if e.exp_id != exp.exp_id and e.obj_id in numbers]
+            others = others[:MAX_SELECTION]
+            item["selection_texts"] = [e.text for e in others]
+            item["selection_objects"] = torch.tensor([numbers[e.obj_id] for e in others], dtype=torch.long)
         if self.mode == "frames":
             item["target_index"] = indices.index(target)
             item["target_frame"] = exp.frames[target]

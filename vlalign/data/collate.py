@@ -17,7 +17,10 @@ class ReferCollate:
 
     Keys whose values are tensors of one shape are stacked (image Bx3xSxS, mask BxSxS); every other key stays
     a list of length B (text, ids, orig_size, transform params, orig_mask, and full-size images of different
-    sizes). With `tokenize`, its "tokens" (BxL long) and "token_mask" (BxL bool) are added from the texts.
+    sizes). With `tokenize`, its "tokens" (BxL long) and "token_mask" (BxL bool) are added from the texts, and
+    samples with `selection_texts` (a list of E_i more sentences each) and `selection_objects` ((E_i,) long) give
+    "selection_tokens" / "selection_token_mask" (B x E x L, E = max E_i, at least 1) and "selection_objects"
+    (B x E, 0 = padding) in their place.
     A class rather than a closure so that it pickles into spawned data-loader workers.
     """
 
@@ -42,7 +45,29 @@ class ReferCollate:
             if "text" not in batch:
                 raise ValueError("a tokenize function was given but the samples have no 'text'")
             batch.update(self._tokens(batch["text"]))
+            if "selection_texts" in batch:
+                batch.update(self._selection(batch.pop("selection_texts"), batch.pop("selection_objects")))
         return batch
+
+    def _selection(self, texts: list[list[str]], objects: list[torch.Tensor] | torch.Tensor) -> dict[str, Any]:
+        """Per-sample lists of sentences and their object numbers -> padded (B, E, L) tokens and (B, E) objects."""
+        b, e = len(texts), max(1, max(len(t) for t in texts))
+        flat = [x for t in texts for x in t]
+        tok = self._tokens(flat) if flat else {"tokens": torch.zeros(0, 1, dtype=torch.long),
+                                               "token_mask": torch.zeros(0, 1, dtype=torch.bool)}
+        length = tok["tokens"].shape[1]
+        out = {"selection_tokens": torch.zeros(b, e, length, dtype=torch.long),
+               "selection_token_mask": torch.zeros(b, e, length, dtype=torch.bool),
+               "selection_objects": torch.zeros(b, e, dtype=torch.long)}
+        start = 0
+        for i, (t, o) in enumerate(zip(texts, objects)):
+            if len(o) != len(t):
+                raise ValueError(f"sample {i}: {len(t)} selection_texts but {len(o)} selection_objects")
+            out["selection_tokens"][i, : len(t)] = tok["tokens"][start : start + len(t)]
+            out["selection_token_mask"][i, : len(t)] = tok["token_mask"][start : start + len(t)]
+            out["selection_objects"][i, : len(t)] = torch.as_tensor(o, dtype=torch.long)
+            start += len(t)
+        return out
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         out = self.tokenize(texts)

@@ -57,11 +57,18 @@ class FPNDecoder(nn.Module):
 
     def features(self, maps: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
         """The sentence-modulated stride-4 map (N, dim, H_0, W_0) the head reads."""
+        return self.modulate(self.top_down(maps), sentence)
+
+    def top_down(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """The FPN's stride-4 map (N, dim, H_0, W_0) with the position embedding, before the sentence's FiLM."""
         p = maps[-1]
         for i in range(len(maps) - 2, -1, -1):
             p = F.interpolate(p, size=maps[i].shape[-2:], mode="bilinear", align_corners=False) + maps[i]
             p = self.smooth[i](p)
         # position enters before the sentence's FiLM, so "the one at the top" can scale the channels that carry y
-        p = p + self.position(centre_coords(*p.shape[-2:], p.device, p.dtype)[None])
+        return p + self.position(centre_coords(*p.shape[-2:], p.device, p.dtype)[None])
+
+    def modulate(self, p: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """FiLM of a (N, dim, h, w) map by the sentence (N, lang_dim): x (1 + gamma(s)) + beta(s)."""
         gamma, beta = self.film(sentence).to(p.dtype)[:, :, None, None].chunk(2, dim=1)
         return p * (1 + gamma) + beta

@@ -27,8 +27,9 @@ shared/reference/rvos.md); everything else is **ours**:
   * sentence = masked mean of the final (vision-guided) words; it conditions LMDF and the decoder (FiLM).
   * loss: BCE + soft Dice (alignformer.losses) over the frames marked `valid` (annotated), equal weights.
   * `query_decoder=True` replaces the single-mask head by per-object queries over the clip, each with a mask
-    and a score that also reads the object's measured trajectory; every annotated object of the clip is
-    matched to a query and supervised, the referred one is the score's positive (queries.py).
+    and a score that reads the object's measured trajectory and colour; every annotated object of the clip is
+    matched to a query and supervised, the referred one is the score's positive, and the score also learns
+    to choose among the clip's true objects for every sentence of the video (queries.py).
   * the clip is the unit: every frame of a clip is predicted from the whole clip; inference on long videos
     runs a sliding window (vlalign.video_predictor).
   * several expressions of one video run as one batch over the same decoded, resized frames. The visual
@@ -55,7 +56,7 @@ from vlalign.models.backbones import build_backbone
 from vlalign.models.builder import require_text_dir, variant_config
 from vlalign.models.rvos.decoder import FPNDecoder, Lateral
 from vlalign.models.rvos.lmdf import LMDF, rgb_difference
-from vlalign.models.rvos.queries import QueryDecoder, query_losses
+from vlalign.models.rvos.queries import QueryDecoder, object_masks, query_losses, selection_loss
 from vlalign.models.rvos.vlmg import VLMG, text_stage_layers
 from vlalign.models.segmenter import ReferringModel
 from vlalign.models.text import HFTextEncoder
@@ -96,6 +97,7 @@ class RVOSConfig:
     instance_weight: float = 1.0  # the clip's other annotated objects, matched to the remaining queries
     match_score_cost: float = 0.0  # the score's weight in the matching of the referred object (queries.py)
     query_aux_head: bool = True  # keep the single-mask head as an auxiliary loss and a score input (queries.py)
+    select_weight: float = 1.0  # the score's cross-entropy over the clip's true objects (queries.py)
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.0
     dice_weight: float = 1.0
@@ -120,10 +122,13 @@ class TwoStreamRVOS(ReferringModel):
     frames (B, T, 3, H, W) in [0, 1]; tokens (B, L) long; token_mask (B, L) bool; masks (B, T, H, W) in
     {0, 1}; valid (B, T) bool, the frames that have ground truth (default: all); objects (B, T, H, W) long,
     every annotated object of the clip (1 = the referred one, 2.. the others, 0 = none; `ReferringClips`),
-    read by the query decoder only (default: the referred object alone, from masks). Returns "logits"
+    read by the query decoder only (default: the referred object alone, from masks); selection_tokens and
+    selection_token_mask (B, E, L), selection_objects (B, E): more sentences of each clip's video and the
+    object number each means (0 = padding), read by the query decoder's selection loss only (`ReferCollate`).
+    Returns "logits"
     (B, T, H, W) and, with masks, the weighted "loss_bce" and "loss_dice" over the valid frames (the query
-    decoder adds "loss_instance" and "loss_score", "scores" (B, N) and every query's masks "query_logits"
-    (B, N, T, H/4, W/4)).
+    decoder adds "loss_instance", "loss_score", "loss_select" (the score's choice among the clip's true
+    objects), "scores" (B, N) and every query's masks "query_logits" (B, N, T, H/4, W/4)).
     """
 
     def __init__(self, config: RVOSConfig, backbone: nn.Module, text_encoder: HFTextEncoder,
@@ -159,7 +164,9 @@ class TwoStreamRVOS(ReferringModel):
 
     def forward(self, frames: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
                 masks: torch.Tensor | None = None, valid: torch.Tensor | None = None,
-                objects: torch.Tensor | None = None) -> dict[str, Any]:
+                objects: torch.Tensor | None = None, selection_tokens: torch.Tensor | None = None,
+                selection_token_mask: torch.Tensor | None = None,
+                selection_objects: torch.Tensor | None = None) -> dict[str, Any]:
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames {tuple(frames.shape)}: expected (B, T, 3, H, W)")
         b, t, _, h, w = frames.shape
@@ -168,7 +175,9 @@ class TwoStreamRVOS(ReferringModel):
         motion = rgb_difference(frames) if self.config.lmdf and self.config.lmdf_motion else None
         maps = [neck(f, sentence, t, motion) for neck, f in zip(self.necks, features)]
         if self.queries is not None:
-            return self._query_forward(maps, sentence, (b, t, h, w), masks, valid, objects)
+            selection = (selection_tokens, selection_token_mask, selection_objects)
+            return self._query_forward(maps, sentence, self.plain_sentence(tokens, token_mask), frames, masks,
+                                       valid, objects, selection)
         logits = self.decoder(maps, sentence.repeat_interleave(t, dim=0))  # (B*T, 1, H/4, W/4)
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).view(b, t, h, w)
         out: dict[str, Any] = {"logits": logits}
@@ -198,13 +207,24 @@ class TwoStreamRVOS(ReferringModel):
             raise ValueError(f"valid {tuple(keep.shape)}: expected (B, T) = {tuple(shape[:2])}")
         return keep
 
-    def _query_forward(self, maps, sentence, shape, masks, valid, objects) -> dict[str, Any]:
+    def plain_sentence(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) tokens -> (B, D): the text encoder's masked-mean sentence without the vision guidance, the one
+        the query decoder's score reads (so that any sentence of the video can train it on a clip, queries.py)."""
+        words = self.text_encoder(tokens, token_mask.bool())
+        m = token_mask[:, :, None].to(words.dtype)
+        return (words * m).sum(1) / m.sum(1).clamp_min(1)
+
+    def _query_forward(self, maps, sentence, plain, frames, masks, valid, objects, selection) -> dict[str, Any]:
         """The query decoder's head (queries.py): the best-scoring query's masks; losses after matching."""
-        b, t, h, w = shape
-        pixels = self.decoder.features(maps, sentence.repeat_interleave(t, dim=0))  # (B*T, d, H/4, W/4)
+        b, t, _, h, w = frames.shape
+        base = self.decoder.top_down(maps)  # (B*T, d, H/4, W/4)
+        pixels = self.decoder.modulate(base, sentence.repeat_interleave(t, dim=0))
         memory = maps[-2]  # stride 16: T*hm*wm tokens, cheap to attend over the whole clip
-        aux = self.decoder.head(pixels).view(b, t, *pixels.shape[-2:]) if self.decoder.head is not None else None
-        query_masks, scores = self.queries(pixels.unflatten(0, (b, t)), memory.unflatten(0, (b, t)), sentence, aux)
+        small = pixels.shape[-2:]
+        rgb = F.interpolate(frames.flatten(0, 1), size=small, mode="area").view(b, t, 3, *small)
+        base = base.unflatten(0, (b, t))
+        query_masks, scores = self.queries(pixels.unflatten(0, (b, t)), memory.unflatten(0, (b, t)), sentence,
+                                           rgb, base, plain)
         best = scores.argmax(1)
         picked = query_masks[torch.arange(b, device=best.device), best]  # (B, T, h/4, w/4)
         logits = F.interpolate(picked, size=(h, w), mode="bilinear", align_corners=False)
@@ -222,10 +242,31 @@ class TwoStreamRVOS(ReferringModel):
         out.update(loss_bce=cfg.bce_weight * losses["loss_bce"], loss_dice=cfg.dice_weight * losses["loss_dice"],
                    loss_instance=cfg.instance_weight * losses["loss_instance"],
                    loss_score=cfg.score_weight * losses["loss_score"])
-        if aux is not None:
+        if self.decoder.head is not None:  # the single-mask referring head, an auxiliary loss
+            aux = self.decoder.head(pixels).view(b, t, *small)
             up = F.interpolate(aux, size=(h, w), mode="bilinear", align_corners=False)
             out["loss_aux_bce"], out["loss_aux_dice"] = self._mask_losses(up, masks, keep)
+        if cfg.select_weight > 0:
+            out["loss_select"] = cfg.select_weight * self._selection(base, rgb, keep, plain, objects, *selection)
         return out
+
+    def _selection(self, base, rgb, keep, plain, objects, tokens, token_mask, numbers) -> torch.Tensor:
+        """The score's cross-entropy over each clip's true objects (queries.selection_loss), for the clip's own
+        sentence (the referred object, number 1) and for every `selection_*` sentence of the same video
+        (tokens (B, E, L), numbers (B, E): the object each means, 0 = padding)."""
+        true_masks, present = object_masks(objects, keep, base.shape[-2:], self.config.num_queries)
+        clips = torch.arange(base.shape[0], device=base.device)
+        sentences, targets = plain, torch.zeros_like(clips)
+        if tokens is not None and numbers is not None and numbers.numel():
+            real = numbers > 0
+            if bool(real.any()):
+                extra = self.plain_sentence(tokens[real], token_mask[real])
+                clips = torch.cat([clips, real.nonzero()[:, 0]])
+                sentences, targets = torch.cat([sentences, extra]), torch.cat([targets, numbers[real] - 1])
+        inside = targets < present.shape[1]  # objects past num_queries are not scored
+        clips, sentences, targets = clips[inside], sentences[inside], targets[inside]
+        scores = self.queries.score(true_masks[clips], base[clips], sentences, rgb[clips])
+        return selection_loss(scores, present[clips], targets)
 
     @classmethod
     def from_config(cls, config: RVOSConfig) -> TwoStreamRVOS:
