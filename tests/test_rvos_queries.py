@@ -119,8 +119,8 @@ def test_query_losses_by_case():
     keep = torch.ones(1, 2, dtype=torch.bool)
     scores = torch.tensor([[0.0, 0.0, 0.0]], requires_grad=True)
     m = masks[None].clone().requires_grad_(True)
-    losses, matched = query_losses(m, scores, objects[None], keep, (16, 16))
-    assert matched.tolist() == [2]
+    losses, owner = query_losses(m, scores, objects[None], keep, (16, 16))
+    assert owner.tolist() == [[2, 0, 1]]  # query 2 has the referred object, query 0 the other, query 1 none
     # score: BCE with target (0, 0, 1) at logits 0 is log 2
     assert torch.isclose(losses["loss_score"], torch.tensor(math.log(2)))
     sum(losses.values()).backward()
@@ -138,8 +138,8 @@ def test_query_losses_by_case():
     worse, _ = query_losses(swapped, scores.detach(), objects[None], keep, (16, 16))
     assert worse["loss_bce"] == losses["loss_bce"]  # matching follows the objects: the same pairs, re-indexed
     no_target = torch.where(objects == 1, 0, objects)
-    empty, matched = query_losses(masks[None], torch.zeros(1, 3), no_target[None], keep, (16, 16))
-    assert matched.tolist() == [-1] and empty["loss_bce"] == 0 and empty["loss_instance"] > 0
+    empty, owner = query_losses(masks[None], torch.zeros(1, 3), no_target[None], keep, (16, 16))
+    assert owner.tolist() == [[2, 0, 0]] and empty["loss_bce"] == 0 and empty["loss_instance"] > 0
 
 
 def test_query_decoder_model_trains_and_predicts(bert_dir):
@@ -210,7 +210,8 @@ def test_rvos_queries_benchmark_scores_the_pick_and_the_oracle(bert_dir, tmp_pat
 
 def test_selection_loss_reads_every_sentence_of_the_clip(bert_dir):
     """loss_select = the score's cross-entropy over each clip's true objects, for the clip's own sentence
-    (object 1) and for each selection sentence (the object it names), all rows averaged; padding ignored."""
+    (object 1) and for each selection sentence (the object it names), all rows averaged, plus the same over the
+    queries matched to an object (on the queries' masks); padding ignored."""
     model = tiny(bert_dir, query_decoder=True, num_queries=4).eval()
     frames, tokens, mask, masks, _ = clip_batch(model)
     valid = torch.ones(2, T, dtype=torch.bool)
@@ -234,8 +235,15 @@ def test_selection_loss_reads_every_sentence_of_the_clip(bert_dir):
         clips, targets = torch.tensor([0, 1, 0, 0, 1]), torch.tensor([0, 0, 1, 0, 1])
         scores = model.queries.score(true[clips], base[clips], sentences, rgb[clips])
         logits = scores.masked_fill(~present[clips], float("-inf"))
-        expected = F.cross_entropy(logits, targets)
+        # the same rows among the queries that the matching gave an object, on their own masks
+        _, owner = query_losses(out["query_logits"], out["scores"], objects, valid, (SIZE, SIZE))
+        probs = out["query_logits"].sigmoid()
+        q_logits = model.queries.score(probs[clips], base[clips], sentences, rgb[clips])
+        q_logits = q_logits.masked_fill(owner[clips] == 0, float("-inf"))
+        q_targets = (owner[clips] == targets[:, None] + 1).float().argmax(1)
     assert present[:, :2].all() and not present[:, 2:].any()
+    assert sorted(owner[0].tolist()) == sorted(owner[1].tolist()) == [0, 0, 1, 2]  # 2 objects, 4 queries
+    expected = F.cross_entropy(logits, targets) + F.cross_entropy(q_logits, q_targets)
     torch.testing.assert_close(out["loss_select"], model.config.select_weight * expected, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(own, model.config.select_weight * F.cross_entropy(logits[:2], targets[:2]),
-                               atol=1e-5, rtol=1e-4)
+    alone = F.cross_entropy(logits[:2], targets[:2]) + F.cross_entropy(q_logits[:2], q_targets[:2])
+    torch.testing.assert_close(own, model.config.select_weight * alone, atol=1e-5, rtol=1e-4)

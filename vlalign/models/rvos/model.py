@@ -236,8 +236,8 @@ class TwoStreamRVOS(ReferringModel):
             objects = masks.long()
         elif objects.shape != masks.shape:
             raise ValueError(f"objects {tuple(objects.shape)}: expected (B, T, H, W) = {tuple(masks.shape)}")
-        losses, _ = query_losses(query_masks, scores, objects, keep, (h, w), self.config.bce_pos_weight,
-                                 self.config.match_score_cost)
+        losses, owner = query_losses(query_masks, scores, objects, keep, (h, w), self.config.bce_pos_weight,
+                                     self.config.match_score_cost)
         cfg = self.config
         out.update(loss_bce=cfg.bce_weight * losses["loss_bce"], loss_dice=cfg.dice_weight * losses["loss_dice"],
                    loss_instance=cfg.instance_weight * losses["loss_instance"],
@@ -247,26 +247,37 @@ class TwoStreamRVOS(ReferringModel):
             up = F.interpolate(aux, size=(h, w), mode="bilinear", align_corners=False)
             out["loss_aux_bce"], out["loss_aux_dice"] = self._mask_losses(up, masks, keep)
         if cfg.select_weight > 0:
-            out["loss_select"] = cfg.select_weight * self._selection(base, rgb, keep, plain, objects, *selection)
+            probs = query_masks.detach().float().sigmoid()
+            out["loss_select"] = cfg.select_weight * self._selection(base, rgb, keep, plain, objects, probs, owner,
+                                                                     *selection)
         return out
 
-    def _selection(self, base, rgb, keep, plain, objects, tokens, token_mask, numbers) -> torch.Tensor:
-        """The score's cross-entropy over each clip's true objects (queries.selection_loss), for the clip's own
-        sentence (the referred object, number 1) and for every `selection_*` sentence of the same video
-        (tokens (B, E, L), numbers (B, E): the object each means, 0 = padding)."""
+    def _selection(self, base, rgb, keep, plain, objects, probs, owner, tokens, token_mask,
+                   numbers) -> torch.Tensor:
+        """The score's cross-entropy of choosing the object each sentence means (queries.selection_loss), for the
+        clip's own sentence (the referred object, number 1) and for every `selection_*` sentence of the same
+        video (tokens (B, E, L), numbers (B, E): the object each means, 0 = padding): once among the clip's
+        true objects, once among the queries the matching gave an object (their own masks, probs (B, N, T, h, w);
+        owner (B, N) from query_losses), so that the score also learns the masks it ranks at test time."""
         true_masks, present = object_masks(objects, keep, base.shape[-2:], self.config.num_queries)
         clips = torch.arange(base.shape[0], device=base.device)
-        sentences, targets = plain, torch.zeros_like(clips)
+        sentences, wanted = plain, torch.ones_like(clips)
         if tokens is not None and numbers is not None and numbers.numel():
             real = numbers > 0
             if bool(real.any()):
                 extra = self.plain_sentence(tokens[real], token_mask[real])
                 clips = torch.cat([clips, real.nonzero()[:, 0]])
-                sentences, targets = torch.cat([sentences, extra]), torch.cat([targets, numbers[real] - 1])
-        inside = targets < present.shape[1]  # objects past num_queries are not scored
-        clips, sentences, targets = clips[inside], sentences[inside], targets[inside]
-        scores = self.queries.score(true_masks[clips], base[clips], sentences, rgb[clips])
-        return selection_loss(scores, present[clips], targets)
+                sentences, wanted = torch.cat([sentences, extra]), torch.cat([wanted, numbers[real]])
+        inside = wanted <= present.shape[1]  # objects past num_queries are not scored
+        c = clips[inside]
+        true = selection_loss(self.queries.score(true_masks[c], base[c], sentences[inside], rgb[c]), present[c],
+                              wanted[inside] - 1)
+        hit = owner[clips] == wanted[:, None]  # (P, N): the query matched to the object the sentence means
+        has = hit.any(1)
+        c = clips[has]
+        guessed = selection_loss(self.queries.score(probs[c], base[c], sentences[has], rgb[c]), owner[c] > 0,
+                                 hit[has].float().argmax(1))
+        return true + guessed
 
     @classmethod
     def from_config(cls, config: RVOSConfig) -> TwoStreamRVOS:

@@ -32,10 +32,13 @@ The selection loss (`select_weight`, `selection_loss`): the score is a function 
 sentence -- not of the query's embedding -- so it also applies to the clip's *true* objects, and it is
 trained there to choose, by cross-entropy, the object each sentence of the video means: the clip's own
 sentence and up to 8 more (`ReferringClips`' `selection_texts`). That is why it reads an unguided sentence and
-the map before FiLM: one clip's visual pass then serves every sentence of its video. What it fixes (versions
-4-6 in benchmarks/README.md, Video): trained only through the queries, on masks that are still blurred and a
-matching that changes every step, the score stayed near chance; on the true masks with the clip's own sentence
-alone it learned nothing in 650 steps either (a probe showed it needs several thousand sentence-clip pairs).
+the map before FiLM: one clip's visual pass then serves every sentence of its video. The same rows are also
+scored among the queries the matching gave an object, on the queries' own masks, since those are what it
+ranks at test time (on true masks alone it chose well there, less so among the queries: README, version 7).
+What it fixes (versions 4-6 in benchmarks/README.md, Video): trained only through the queries, on masks that
+are still blurred and a matching that changes every step, the score stayed near chance; on the true masks with
+the clip's own sentence alone it learned nothing in 650 steps either (it needs thousands of sentence-clip
+pairs).
 """
 
 from __future__ import annotations
@@ -253,7 +256,7 @@ def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tenso
                  size: tuple[int, int], pos_weight: float = 1.0,
                  score_cost: float = 0.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """masks (B, N, T, h, w), scores (B, N), objects (B, T, H, W), keep (B, T) -> unweighted losses and the
-    (B,) index of the query matched to the referred object (-1 where it is on no annotated frame).
+    (B, N) object number each query was matched to (1 = the referred object, 0 = none).
 
     loss_bce / loss_dice: the referred object's query against its mask, over annotated frames at (H, W);
     loss_instance: the same for the other objects (mean over them), plus the BCE of every unmatched query's
@@ -264,7 +267,7 @@ def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tenso
     mask, one labelled 1 and one 0, leave the score nothing to learn (measured: it stayed at the 1-in-N prior).
     """
     b, n = scores.shape
-    matched = torch.full((b,), -1, dtype=torch.long)
+    owner = torch.zeros(b, n, dtype=torch.long)
     chosen, others, other_targets = [], [], []
     labels = torch.zeros_like(scores)
     unmatched = keep[:, None, :].expand(b, n, -1).clone()  # (B, N, T): frames of queries that no object took
@@ -272,11 +275,12 @@ def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tenso
         pairs = [match_objects(masks[i], scores[i], objects[i], keep[i], score_cost) for i in range(b)]
     for i, (queries, ids) in enumerate(pairs):
         unmatched[i, queries] = False
+        owner[i, queries] = torch.tensor(ids, dtype=torch.long)
         for q, k in zip(queries, ids):
             up = F.interpolate(masks[i, q, keep[i]][None], size=size, mode="bilinear", align_corners=False)[0]
             target = (objects[i, keep[i]] == k).to(up.dtype)
             if k == 1:
-                matched[i], labels[i, q] = q, 1.0
+                labels[i, q] = 1.0
                 chosen.append((up, target))
             else:
                 others.append(up)
@@ -295,4 +299,4 @@ def query_losses(masks: torch.Tensor, scores: torch.Tensor, objects: torch.Tenso
     empty = F.binary_cross_entropy_with_logits(spare, torch.zeros_like(spare)) if spare.numel() else zero
     losses = {"loss_bce": bce, "loss_dice": dice, "loss_instance": inst_bce + inst_dice + empty,
               "loss_score": F.binary_cross_entropy_with_logits(scores, labels)}
-    return losses, matched
+    return losses, owner.to(scores.device)
