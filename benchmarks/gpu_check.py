@@ -73,7 +73,7 @@ def models(smoke: bool) -> list[tuple[str, str, dict, int, int]]:
         ("efn_resnet101", "efn_resnet101", {"pretrained_backbone": False, "vocab": EFN_VOCAB, **small}, 16, 8),
         ("efn_lite", "efn_lite", {"pretrained_backbone": False, "vocab": EFN_VOCAB, **small}, 64, 16),
         ("twostream_r101", "twostream_r101", {**paper, **small}, 4, 2),
-        ("twostream_lite", "twostream_lite", {**lite, **small}, 16, 8),
+        ("twostream_lite", "twostream_lite", {**lite, **small, "query_decoder": False}, 16, 8),
         ("twostream_lite + queries", "twostream_lite", {**lite, **small, "query_decoder": True}, 16, 8),
         ("clip4vireid_vitb16", "clip4vireid_vitb16",
          {"pretrained_backbone": False, "clip_config": dataclasses.asdict(clip),

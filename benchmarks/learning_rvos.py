@@ -7,13 +7,15 @@ expression, broken down by the expression metadata of `synth_info.json`: "motion
 of identical appearance, so only its motion tells them apart; "other" = the rest; and per expression kind)
 into one table:
 
-    full           the model's recipe (clips of num_frames frames, LMDF on)
+    full           the model's recipe (clips of num_frames frames, LMDF on; the lite recipe decodes with the
+                   per-object query decoder, vlalign/models/rvos/queries.py)
     single-frame   the control: clips of one frame and no LMDF (`--set num_frames=1 lmdf=false`): it sees
                    each frame alone at inference too, so expressions that only motion resolves are guesses
-    queries        the full model with the per-object query decoder (`--set query_decoder=true`,
-                   vlalign/models/rvos/queries.py) instead of the single-mask head
+    single-mask    the full model with the single-mask head instead of the query decoder
+                   (`--set query_decoder=false`; the lite recipe before 2026-12-05)
+    queries        `--set query_decoder=true` (the same as full for the lite recipe; for other builders)
 
-    .venv/bin/python benchmarks/learning_rvos.py --write          # -> benchmarks/results/learning_rvos.md
+    .venv/bin/python benchmarks/learning_rvos.py --eval-every 700 --write   # -> benchmarks/results/learning_rvos.md
     .venv/bin/python benchmarks/learning_rvos.py --variants full --iters 50     # one quick run
 
 Both variants run the same iterations of the same number of clips (the control's clips hold 1 frame, so its
@@ -32,7 +34,8 @@ from pathlib import Path
 from report import RESULTS, footer, publish, train_once  # sibling module (benchmarks/ is on sys.path when run)
 
 # variant -> extra model config overrides
-VARIANTS = {"full": [], "single-frame": ["num_frames=1", "lmdf=false"], "queries": ["query_decoder=true"]}
+VARIANTS = {"full": [], "single-frame": ["num_frames=1", "lmdf=false"], "single-mask": ["query_decoder=false"],
+            "queries": ["query_decoder=true"]}
 
 
 def recipe(args, overrides: list[str] = ()) -> list[str]:
@@ -87,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="runs/bench/ytvos", help="generated here (default benchmark) if missing")
     p.add_argument("--num-videos", type=int, default=None, help="only when generating (default: the default set)")
     p.add_argument("--out", default="runs/bench/learning_rvos")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--iters", type=int, default=800, help="~1.1-1.7 s per iteration of 4 clips on 2 cores")
+    p.add_argument("--variants", nargs="+", default=["full", "single-frame"], choices=list(VARIANTS))
+    p.add_argument("--iters", type=int, default=1400, help="~1 s per iteration of 4 clips on 2 cores (lite)")
     p.add_argument("--batch-size", type=int, default=4, help="clips per iteration")
     p.add_argument("--frame-stride", type=int, default=None, help="default: the model config's")
     p.add_argument("--clip-grad", type=float, default=1.0)

@@ -64,10 +64,13 @@ def test_every_builder_trains_and_every_parameter_gets_a_gradient(bert_dir, name
     for _ in range(2):
         opt.zero_grad(set_to_none=True)
         out = model(frames, tokens, mask, masks=masks, valid=valid)
-        (out["loss_bce"] + out["loss_dice"]).backward()
+        sum(v for k, v in out.items() if k.startswith("loss_")).backward()
         silent.append(silent_parameters(model))
         opt.step()
-    assert set(out) == {"logits", "loss_bce", "loss_dice"} and out["logits"].shape == (2, T, SIZE, SIZE)
+    queries = {"scores", "query_logits", "loss_instance", "loss_score", "loss_aux_bce", "loss_aux_dice", "loss_select"}
+    assert model.config.query_decoder == (name == "twostream_lite")  # the lite recipe decodes with queries
+    expected = {"logits", "loss_bce", "loss_dice"} | (queries if model.config.query_decoder else set())
+    assert set(out) == expected and out["logits"].shape == (2, T, SIZE, SIZE)
     assert all(torch.isfinite(v).all() for v in out.values())
     assert silent[0] and all(".gate." in n or "vlmg." in n for n in silent[0])
     assert not silent[1], silent[1]

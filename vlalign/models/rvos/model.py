@@ -37,8 +37,9 @@ shared/reference/rvos.md); everything else is **ours**:
     output depends on the sentence, and the backbone contract runs all stages in one call.
   * recipe: AdamW; paper scale 320x320, T = 5, lr 1e-4 with both pretrained streams at 0.1x (untuned);
     lite 128x128, T = 3 frames 2 apart (`frame_stride`: a slow object moves a few pixels between stored
-    frames, too little for the coarse stages), LMDF also on stage 2 (stride 8), lr 6e-4, backbone 0.25x,
-    MiniLM 0.05x (alignformer_lite's multiples); sized for 2 CPU cores.
+    frames, too little for the coarse stages), LMDF also on stage 2 (stride 8), the query decoder (it beat the
+    single-mask head, benchmarks/README.md, Video), lr 6e-4, backbone 0.25x, MiniLM 0.05x (alignformer_lite's
+    multiples); sized for 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -311,11 +312,11 @@ def twostream_r101(**overrides: Any) -> TwoStreamRVOS:
 
 def twostream_lite(**overrides: Any) -> TwoStreamRVOS:
     """EfficientNet-Lite0 + all-MiniLM-L6-v2 (offline assets, real weights), 128x128, clips of 3 frames 2 apart,
-    a 64-d LMDF (from stride 8 on) and decoder: sized to train on a 2-core CPU."""
+    a 64-d LMDF (from stride 8 on) and decoder, the per-object query decoder: sized to train on a 2-core CPU."""
     return _twostream(
         "twostream_lite", overrides, backbone="efficientnet_lite0", backbone_kwargs={"drop_path_rate": 0.1},
         pretrained_backbone=True, text_dir=None, input_size=128, num_frames=3, frame_stride=2, lmdf_stages=[1, 2, 3],
-        lmdf_groups=4, decoder_dim=64,
+        lmdf_groups=4, decoder_dim=64, query_decoder=True,
         lr=6e-4, backbone_lr_mult=0.25, text_lr_mult=0.05,
     )
 
