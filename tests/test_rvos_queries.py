@@ -247,3 +247,22 @@ def test_selection_loss_reads_every_sentence_of_the_clip(bert_dir):
     torch.testing.assert_close(out["loss_select"], model.config.select_weight * expected, atol=1e-5, rtol=1e-4)
     alone = F.cross_entropy(logits[:2], targets[:2]) + F.cross_entropy(q_logits[:2], q_targets[:2])
     torch.testing.assert_close(own, model.config.select_weight * alone, atol=1e-5, rtol=1e-4)
+
+
+def test_selection_inputs_are_checked(bert_dir):
+    model = tiny(bert_dir, query_decoder=True, num_queries=3).eval()
+    frames, tokens, mask, masks, valid = clip_batch(model)
+    extra = model.tokenize(["a", "b"])
+    sel_tokens, sel_mask = extra["tokens"][:, None], extra["token_mask"][:, None]  # (2, 1, L)
+    args = (frames, tokens, mask)
+    with pytest.raises(ValueError, match="go together: got tokens, objects"):
+        model(*args, masks=masks, valid=valid, selection_tokens=sel_tokens, selection_objects=torch.ones(2, 1))
+    with pytest.raises(ValueError, match=r"selection_tokens \(1, 1, \d+\).*B = 2"):
+        model(*args, masks=masks, selection_tokens=sel_tokens[:1], selection_token_mask=sel_mask[:1],
+              selection_objects=torch.ones(1, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"selection_objects \(2, 2\): expected \(B, E\) = \(2, 1\)"):
+        model(*args, masks=masks, selection_tokens=sel_tokens, selection_token_mask=sel_mask,
+              selection_objects=torch.ones(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="numbers >= 0"):
+        model(*args, masks=masks, selection_tokens=sel_tokens, selection_token_mask=sel_mask,
+              selection_objects=-torch.ones(2, 1, dtype=torch.long))

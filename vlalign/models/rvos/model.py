@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlalign.models.alignformer.losses import bce_loss, dice_loss
+from vlalign.models.alignformer.query_decoder import masked_mean
 from vlalign.models.backbones import build_backbone
 from vlalign.models.builder import require_text_dir, variant_config
 from vlalign.models.rvos.decoder import FPNDecoder, Lateral
@@ -97,7 +98,7 @@ class RVOSConfig:
     score_weight: float = 2.0
     instance_weight: float = 1.0  # the clip's other annotated objects, matched to the remaining queries
     match_score_cost: float = 0.0  # the score's weight in the matching of the referred object (queries.py)
-    query_aux_head: bool = True  # keep the single-mask head as an auxiliary loss and a score input (queries.py)
+    query_aux_head: bool = True  # keep the single-mask head beside the queries as an auxiliary loss (queries.py)
     select_weight: float = 1.0  # the score's cross-entropy over the clip's true objects (queries.py)
     bce_weight: float = 1.0
     bce_pos_weight: float = 1.0
@@ -159,9 +160,7 @@ class TwoStreamRVOS(ReferringModel):
             return x
 
         features = self.backbone(images, fuse=fuse)
-        m = token_mask[:, :, None].to(state["words"].dtype)
-        sentence = (state["words"] * m).sum(1) / m.sum(1).clamp_min(1)  # (B, D)
-        return features, sentence
+        return features, masked_mean(state["words"], token_mask)  # sentence (B, D)
 
     def forward(self, frames: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
                 masks: torch.Tensor | None = None, valid: torch.Tensor | None = None,
@@ -177,6 +176,7 @@ class TwoStreamRVOS(ReferringModel):
         maps = [neck(f, sentence, t, motion) for neck, f in zip(self.necks, features)]
         if self.queries is not None:
             selection = (selection_tokens, selection_token_mask, selection_objects)
+            self._check_selection(*selection, b)
             return self._query_forward(maps, sentence, self.plain_sentence(tokens, token_mask), frames, masks,
                                        valid, objects, selection)
         logits = self.decoder(maps, sentence.repeat_interleave(t, dim=0))  # (B*T, 1, H/4, W/4)
@@ -208,12 +208,26 @@ class TwoStreamRVOS(ReferringModel):
             raise ValueError(f"valid {tuple(keep.shape)}: expected (B, T) = {tuple(shape[:2])}")
         return keep
 
+    @staticmethod
+    def _check_selection(tokens, token_mask, numbers, b: int) -> None:
+        """The selection_* inputs: all three or none, tokens and mask (B, E, L), numbers (B, E) >= 0."""
+        given = [x is not None for x in (tokens, token_mask, numbers)]
+        if any(given) and not all(given):
+            raise ValueError("selection_tokens, selection_token_mask and selection_objects go together: got "
+                             + ", ".join(n for n, g in zip(("tokens", "token_mask", "objects"), given) if g))
+        if not any(given):
+            return
+        if tokens.ndim != 3 or tokens.shape[0] != b or token_mask.shape != tokens.shape:
+            raise ValueError(f"selection_tokens {tuple(tokens.shape)} and selection_token_mask "
+                             f"{tuple(token_mask.shape)}: expected both (B, E, L) with B = {b}")
+        if numbers.shape != tokens.shape[:2] or bool((numbers < 0).any()):
+            raise ValueError(f"selection_objects {tuple(numbers.shape)}: expected (B, E) = {tuple(tokens.shape[:2])} "
+                             "of object numbers >= 0 (0 = padding)")
+
     def plain_sentence(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens -> (B, D): the text encoder's masked-mean sentence without the vision guidance, the one
         the query decoder's score reads (so that any sentence of the video can train it on a clip, queries.py)."""
-        words = self.text_encoder(tokens, token_mask.bool())
-        m = token_mask[:, :, None].to(words.dtype)
-        return (words * m).sum(1) / m.sum(1).clamp_min(1)
+        return masked_mean(self.text_encoder(tokens, token_mask.bool()), token_mask.bool())
 
     def _query_forward(self, maps, sentence, plain, frames, masks, valid, objects, selection) -> dict[str, Any]:
         """The query decoder's head (queries.py): the best-scoring query's masks; losses after matching."""
@@ -263,7 +277,7 @@ class TwoStreamRVOS(ReferringModel):
         true_masks, present = object_masks(objects, keep, base.shape[-2:], self.config.num_queries)
         clips = torch.arange(base.shape[0], device=base.device)
         sentences, wanted = plain, torch.ones_like(clips)
-        if tokens is not None and numbers is not None and numbers.numel():
+        if numbers is not None and numbers.numel():
             real = numbers > 0
             if bool(real.any()):
                 extra = self.plain_sentence(tokens[real], token_mask[real])
