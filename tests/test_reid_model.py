@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vlalign.data.reid_train import PKBatchSampler, ReidTrainSet
+from vlalign.data.reid_train import PKBatchSampler, ReidTrainSet, remap_grey
 from vlalign.data.sysu import ReidImages
 from vlalign.models.reid.losses import smooth_ce, supcon_loss, triplet_hard_loss
 
@@ -164,6 +164,31 @@ def test_train_set_labels_augmentation_and_determinism(tiny_images):
     assert torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])  # channel exchange on visible
     plain = ReidTrainSet(visible, infrared, (32, 16), augment=False)[0]["image"]
     assert not torch.equal(plain[0], plain[1])
+
+
+def test_remap_grey_follows_the_curve_through_its_knots():
+    image = torch.tensor([0.0, 0.25, 0.5, 0.6, 1.0]).view(1, 1, 5).expand(3, 1, 5)  # grey: luma = value
+    out = remap_grey(image, np.array([0.2, 1.0, 0.0], np.float32))  # up to 1 at grey 0.5, down to 0 at white
+    assert torch.allclose(out[0], torch.tensor([0.2, 0.6, 1.0, 0.8, 0.0]), atol=1e-6)
+    with pytest.raises(ValueError, match="remap_knots must be >= 2"):
+        ReidTrainSet(*_two_sets(), (32, 16), remap_knots=1)
+
+
+def _two_sets():
+    return (ReidImages.from_lists(["a.png"], [1], [1]), ReidImages.from_lists(["b.png"], [1], [3]))
+
+
+def test_remap_reaches_both_modalities_as_grey_images(tiny_images):
+    visible, infrared = tiny_images
+    kw = dict(flip_prob=0, channel_prob=0, erase_prob=0, pad=0)
+    plain, remapped = ReidTrainSet(visible, infrared, (32, 16), **kw), ReidTrainSet(
+        visible, infrared, (32, 16), remap_prob=1.0, **kw)
+    for i in range(4):  # visible 0, 1; infrared 2, 3
+        a, b = plain[i]["image"], remapped[i]["image"]
+        assert torch.equal(b[0], b[1]) and torch.equal(b[1], b[2])
+        assert not torch.allclose(a.mean(0), b[0], atol=0.05)  # a new grey level, not the luma
+        assert 0 <= b.min() and b.max() <= 1
+    assert torch.equal(remapped[2]["image"], remapped[2]["image"])  # the curve is drawn from (seed, epoch, index)
 
 
 # ---- model -------------------------------------------------------------------------------------------------

@@ -129,7 +129,8 @@ def train_reid(model, data_dir, out_dir, *, dataset: str = "sysu", regdb_trial: 
             train_set = FeatureSet(torch.from_numpy(extract_features(model, visible.paths, raw_proj=True)), labels)
             factory = None
         else:
-            train_set = ReidTrainSet(visible, infrared, cfg.image_size, seed=seed, channel_prob=cfg.channel_prob)
+            train_set = ReidTrainSet(visible, infrared, cfg.image_size, seed=seed, channel_prob=cfg.channel_prob,
+                                     remap_prob=cfg.remap_prob)
             factory = pk_sampler(cfg.num_instances)
         config = TrainConfig(
             out_dir=str(stage_dir), max_iters=iters[stage - 1], batch_size=batch_sizes[stage - 1],

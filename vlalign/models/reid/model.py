@@ -100,6 +100,8 @@ class CLIP4VIReIDConfig:
     warmup_iters: int = 10
     # CAJ's channel augmentation: a visible training image becomes one of R, G, B or its luma, repeated
     channel_prob: float = 0.5
+    # either modality's image becomes its grey level through a random curve (`remap_grey`; ours)
+    remap_prob: float = 0.0
     gray_input: bool = False  # every image reduced to its luma before the image encoder (ours, see above)
     parts: int = 0  # PCB horizontal stripes with their own ID heads (lite tower only; ours, see above)
 
@@ -113,8 +115,9 @@ class CLIP4VIReIDConfig:
                 raise ValueError(f"{name} needs 3 values (TSG, IFE, HSA), got {getattr(self, name)}")
         if self.last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
-        if not 0.0 <= self.channel_prob <= 1.0:
-            raise ValueError(f"channel_prob must be in [0, 1], got {self.channel_prob}")
+        for name in ("channel_prob", "remap_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.parts < 0 or (self.parts and self.image_tower != "efficientnet_lite0"):
             raise ValueError(f"parts must be >= 0 and needs image_tower='efficientnet_lite0', got {self.parts} "
                              f"with {self.image_tower!r}")
