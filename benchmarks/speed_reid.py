@@ -6,7 +6,8 @@ the whole `extract_features` path from JPEG files, and the SYSU-MM01 evaluation 
     .venv/bin/python benchmarks/speed_reid.py --smoke     # small numbers, to check the script (never written)
 
 - Encoder: `model.extract` (image encoder + L2 normalisation, the test feature) in eval mode under
-  `torch.inference_mode`, on random pixels at the model's input size. `clip4vireid_lite` has its real offline
+  `torch.inference_mode`, on random pixels at the model's input size; with `test_flip` (the lite recipe) that is
+  two encoder passes per image, the image and its mirror image. `clip4vireid_lite` has its real offline
   weights; `clip4vireid_vitb16` is CLIP ViT-B/16's architecture with random weights (speed does not depend on
   them; no CLIP checkpoint can be downloaded here).
 - From disk: `vlalign.reid.extract_features` on generated JPEG person crops of varied sizes, everything included
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                          for b in args.batches}
             disk_batch = max(args.batches)
             rows.append({"name": name, "size": size, "dim": dim, "params": params, "encoder": per_batch,
+                         "views": 2 if model.config.test_flip else 1,
                          "disk": disk_throughput(model, paths, disk_batch), "disk_batch": disk_batch,
                          "decode": decode_throughput(paths, size)})
             print(rows[-1], flush=True)
@@ -231,12 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     print(ev, flush=True)
 
     batch_cols = " | ".join(f"encoder b={b} (img/s)" for b in args.batches)
-    lines = [f"| model | input (HxW) | feature dim | image encoder params (M) | {batch_cols} | "
+    lines = [f"| model | input (HxW) | views | feature dim | image encoder params (M) | {batch_cols} | "
              "extract_features from JPEG (img/s) | decode + resize alone (img/s) |",
-             "|---|---|---:|---:|" + "---:|" * len(args.batches) + "---:|---:|"]
+             "|---|---|---:|---:|---:|" + "---:|" * len(args.batches) + "---:|---:|"]
     for r in rows:
         cells = " | ".join(f"{r['encoder'][b]:.3g}" for b in args.batches)
-        lines.append(f"| {r['name']} | {r['size'][0]}x{r['size'][1]} | {r['dim']} | {r['params']:.1f} | {cells} | "
+        lines.append(f"| {r['name']} | {r['size'][0]}x{r['size'][1]} | {r['views']} | {r['dim']} | "
+                     f"{r['params']:.1f} | {cells} | "
                      f"{r['disk']:.3g} (b={r['disk_batch']}) | {r['decode']:.0f} |")
     n_eval = args.queries * args.trials
     text = (
@@ -245,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         f", flush-to-zero on), fp32, medians of {args.repeats} timed runs after a warm-up.\n\n"
         f"## Test features\n\n`model.extract` under `torch.inference_mode` on random pixels; `clip4vireid_lite` "
         f"with its real offline weights, `clip4vireid_vitb16` with CLIP ViT-B/16's architecture and random "
-        f"weights. 'From JPEG': `vlalign.reid.extract_features` over {args.images} generated JPEG crops "
+        f"weights. 'views': encoder passes per image (2 = the image and its mirror image, `test_flip`). "
+        f"'From JPEG': `vlalign.reid.extract_features` over {args.images} generated JPEG crops "
         f"(64-160 px wide, 2-2.6x as tall), decode and resize included, one pass.\n\n" + "\n".join(lines) + "\n\n"
         f"## SYSU-MM01 evaluation\n\nAll-search single-shot sized: {args.queries} infrared queries (cameras 3, 6) x "
         f"{args.gallery} visible gallery images (cameras 1, 2, 4, 5) over {args.ids} identities, {args.trials} "

@@ -200,6 +200,7 @@ STAGE_LOSSES = {1: {"loss_i2t_con", "loss_t2i_con"}, 2: {"loss_id", "loss_triple
 def _lite(bert_dir, **overrides):
     from vlalign.models.reid import clip4vireid_lite
 
+    overrides = {"test_flip": False, **overrides}  # one view: the piece-by-piece checks below read encode()
     return clip4vireid_lite(num_ids=4, pretrained_backbone=False, text_dir=bert_dir, pretrained_text=False,
                             image_size=(32, 16), embed_dim=16, **overrides)
 
@@ -419,3 +420,18 @@ def test_part_stripes_train_their_heads_and_weigh_like_the_global_feature(bert_d
 
     with pytest.raises(ValueError, match="needs image_tower='efficientnet_lite0'"):
         CLIP4VIReIDConfig(parts=2)  # the ViT tower has no stripes
+
+
+def test_test_flip_feature_is_mirror_invariant_and_sums_both_views(bert_dir, one_thread):
+    torch.manual_seed(0)
+    flip = _lite(bert_dir, test_flip=True, parts=2).eval()
+    image = torch.rand(3, 3, 32, 16)
+    with torch.no_grad():
+        feats = flip.extract(image)
+        assert torch.allclose(feats, flip.extract(image.flip(-1)), atol=1e-5)
+        flip.config.test_flip = False
+        plain, mirror = flip.encode(image), flip.encode(image.flip(-1))
+        assert not torch.allclose(flip.extract(image), feats, atol=1e-3)  # the mirror view changes the feature
+    summed = torch.cat([plain[0] + mirror[0], plain[1] + mirror[1]], 1)
+    pieces = [F.normalize(summed, dim=1), *F.normalize(plain[2] + mirror[2], dim=2).unbind(1)]
+    assert torch.allclose(feats, torch.cat(pieces, 1) / 3 ** 0.5, atol=1e-5)
