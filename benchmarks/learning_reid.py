@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, nargs=3, default=[150, 1800, 200], metavar=("TSG", "IFE", "HSA"),
                    help="default: the lite recipe's stage_iters")
     p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--eval-every", type=int, default=500, help="R1 / mAP of one trial in the log (0 = off)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="R1 / mAP of one trial in the log (0 = off); these evaluations count in 'train min'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
     p.add_argument("--force", action="store_true")

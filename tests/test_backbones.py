@@ -201,6 +201,24 @@ def test_same_padding_matches_tensorflow():
     assert torch.equal(conv(x), expected) and conv(x).shape[-2:] == (5, 5)
 
 
+@pytest.mark.parametrize("kernel, stride, size", [(5, 1, (12, 7)), (3, 1, (8, 8)), (3, 2, (9, 11)), (5, 2, (8, 9))])
+def test_same_padding_symmetric_and_asymmetric_paths_match_explicit_padding(kernel, stride, size):
+    torch.manual_seed(0)
+    conv = SameConv2d(6, 6, kernel, stride=stride, groups=6, bias=False)  # depthwise, as in MBConv
+    x = torch.randn(2, 6, *size, requires_grad=True)
+    pads = []
+    for n in size[::-1]:  # (W, then H): the extra pixel at the end
+        total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads), conv.weight, stride=stride, groups=6)
+    out = conv(x)
+    assert out.shape == expected.shape and out.shape[-2:] == tuple(-(-n // stride) for n in size)
+    torch.testing.assert_close(out, expected)
+    g_out, = torch.autograd.grad(out.square().sum(), x)
+    g_exp, = torch.autograd.grad(expected.square().sum(), x)
+    torch.testing.assert_close(g_out, g_exp)
+
+
 def test_efficientnet_shapes_fuse_and_gradients():
     torch.manual_seed(0)
     model = EfficientNetLite0().train()

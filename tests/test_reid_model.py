@@ -273,11 +273,12 @@ def test_stage1_accepts_precomputed_features_and_text_table_is_frozen_semantics(
 
 
 def test_frozen_parts_stay_in_eval_mode(bert_dir, one_thread):
-    model = _lite(bert_dir)
+    model = _lite(bert_dir, hsa_layers=5)  # the lite recipe trains all 16 blocks in HSA; 5 leaves some frozen
     model.set_stage(3)
     model.train()
     blocks = model.image_encoder.backbone._blocks
     assert not blocks[0]._bn1.training and blocks[-1]._bn1.training  # low layers frozen, high ones train
+    assert not model.image_encoder.backbone._bn0.training  # the stem never trains in HSA
     assert not model.text_encoder.encoder.training  # the pretrained text tower never trains (dropout off)
     model.set_stage(1)
     assert not model.image_encoder.training and model.training

@@ -57,7 +57,7 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
+@torch.inference_mode()  # ~10% faster than no_grad on CPU; the features leave as numpy arrays
 def extract_features(model, paths: list[str], batch_size: int = 64, raw_proj: bool = False) -> np.ndarray:
     """(N, D) float32 test features of the images at `paths` (eval mode, resize only).
 

@@ -379,7 +379,7 @@ def clip4vireid_lite(**overrides: Any) -> CLIP4VIReID:
     HSA = 150 / 1,800 / 200 iterations at lr 1e-3 / 3e-3 / 1e-3; the test feature sums the mirror image's."""
     return _clip4vireid(
         "clip4vireid_lite", overrides, image_tower="efficientnet_lite0", image_size=(192, 96), embed_dim=256,
-        id_weight=1.0, align_normalize=True, align_scale=20.0, hsa_layers=5, stage_iters=(150, 1800, 200),
+        id_weight=1.0, align_normalize=True, align_scale=20.0, hsa_layers=16, stage_iters=(150, 1800, 200),
         stage_lr=(1e-3, 3e-3, 1e-3), stage_batch_size=(64, 32, 32), num_instances=4, warmup_iters=50,
         last_stride=1, head_lr_mult=10.0, test_flip=True,
     )
