@@ -70,7 +70,7 @@ def test_killed_run_resumes_at_the_right_stage_exactly(sysu, trained, bert_dir, 
     assert all((resumed[k] == straight[k]).all() for k in straight)  # same weights as the uninterrupted run
 
 
-def test_channel_prob_reaches_the_training_images(sysu, bert_dir, tmp_path, monkeypatch, capsys, one_thread):
+def test_augmentation_options_reach_the_training_images(sysu, bert_dir, tmp_path, monkeypatch, capsys, one_thread):
     """--set channel_prob=1.0: every visible training image of stage 2 is one channel repeated."""
     import vlalign.reid
 
@@ -83,14 +83,16 @@ def test_channel_prob_reaches_the_training_images(sysu, bert_dir, tmp_path, monk
 
     monkeypatch.setattr(vlalign.reid, "ReidTrainSet", Recording)
     assert _train(sysu, tmp_path / "run", bert_dir, "--stages", "1", "2", "--no-final-eval",
-                  overrides=["channel_prob=1.0"]) == 0
+                  overrides=["channel_prob=1.0", "remap_knots=3"]) == 0
     (train_set,) = made
-    assert train_set.channel_prob == 1.0
+    assert train_set.channel_prob == 1.0 and train_set.remap_knots == 3
     train_set.erase_prob = 0.0  # random erasing fills its box with per-channel noise
     visible = [i for i in range(len(train_set)) if train_set[i]["modality"] == 0]
     assert visible and all(torch.equal(train_set[i]["image"][0], train_set[i]["image"][2]) for i in visible[:6])
     assert _train(sysu, tmp_path / "bad", bert_dir, overrides=["channel_prob=2"]) == 2
     assert "channel_prob must be in [0, 1]" in capsys.readouterr().err
+    assert _train(sysu, tmp_path / "bad2", bert_dir, overrides=["remap_knots=1"]) == 2
+    assert "remap_knots must be >= 2" in capsys.readouterr().err
 
 
 def test_evaluate_reid_on_chosen_identities(sysu, trained, one_thread):

@@ -130,7 +130,7 @@ def train_reid(model, data_dir, out_dir, *, dataset: str = "sysu", regdb_trial: 
             factory = None
         else:
             train_set = ReidTrainSet(visible, infrared, cfg.image_size, seed=seed, channel_prob=cfg.channel_prob,
-                                     remap_prob=cfg.remap_prob)
+                                     remap_prob=cfg.remap_prob, remap_knots=cfg.remap_knots)
             factory = pk_sampler(cfg.num_instances)
         config = TrainConfig(
             out_dir=str(stage_dir), max_iters=iters[stage - 1], batch_size=batch_sizes[stage - 1],

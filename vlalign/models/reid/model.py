@@ -34,6 +34,8 @@ on; ours = this project, where both are silent):
     stripes and hair cover few pixels at 128x64) and AdamW at 3e-3 for the shared encoder (heads 10x). Both
     measured on the synthetic SYSU set (benchmarks/README.md): the encoder lr was the big lever, 3.5e-4 ->
     3e-3 took an image-only 600-iteration run from Rank-1 27 to 67.
+  * lite HSA trains all 16 image blocks (`hsa_layers=16`; the stem stays frozen): with 5, the same stage-2
+    model ended 2.2 Rank-1 points lower (benchmarks/README.md). vitb16 keeps the default, its last 2 blocks.
   * lite test feature: the image's and its mirror image's features summed (`test_flip`); on three trained
     models it added 0.7 to 1.5 Rank-1 points (benchmarks/README.md). Off for vitb16, which tests one view
     like CLIP-ReID.
@@ -110,6 +112,7 @@ class CLIP4VIReIDConfig:
     channel_prob: float = 0.5
     # either modality's image becomes its grey level through a random curve (`remap_grey`; ours)
     remap_prob: float = 0.0
+    remap_knots: int = 5  # points of that random curve, the two ends included
     gray_input: bool = False  # every image reduced to its luma before the image encoder (ours, see above)
     parts: int = 0  # PCB horizontal stripes with their own ID heads (lite tower only; ours, see above)
     test_flip: bool = False  # test feature from the image and its mirror image (ours, see above)
@@ -127,6 +130,8 @@ class CLIP4VIReIDConfig:
         for name in ("channel_prob", "remap_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.remap_knots < 2:
+            raise ValueError(f"remap_knots must be >= 2 (a curve needs its two ends), got {self.remap_knots}")
         if self.parts < 0 or (self.parts and self.image_tower != "efficientnet_lite0"):
             raise ValueError(f"parts must be >= 0 and needs image_tower='efficientnet_lite0', got {self.parts} "
                              f"with {self.image_tower!r}")
@@ -376,7 +381,8 @@ def clip4vireid_vitb16(**overrides: Any) -> CLIP4VIReID:
 def clip4vireid_lite(**overrides: Any) -> CLIP4VIReID:
     """EfficientNet-Lite0 + all-MiniLM-L6-v2 (offline assets, real weights), 192x96, a 256-d joint space with
     learned projections; sized for CPU training (recipe: ours, see benchmarks/learning_reid.py): TSG / IFE /
-    HSA = 150 / 1,800 / 200 iterations at lr 1e-3 / 3e-3 / 1e-3; the test feature sums the mirror image's."""
+    HSA = 150 / 1,800 / 200 iterations at lr 1e-3 / 3e-3 / 1e-3, HSA over every image block; the test feature
+    sums the mirror image's."""
     return _clip4vireid(
         "clip4vireid_lite", overrides, image_tower="efficientnet_lite0", image_size=(192, 96), embed_dim=256,
         id_weight=1.0, align_normalize=True, align_scale=20.0, hsa_layers=16, stage_iters=(150, 1800, 200),
