@@ -35,7 +35,7 @@ on; ours = this project, where both are silent):
     measured on the synthetic SYSU set (benchmarks/README.md): the encoder lr was the big lever, 3.5e-4 ->
     3e-3 took an image-only 600-iteration run from Rank-1 27 to 67.
   * lite HSA trains all 16 image blocks (`hsa_layers=16`; the stem stays frozen): with 5, the same stage-2
-    model ended 2.2 Rank-1 points lower (benchmarks/README.md). vitb16 keeps the default, its last 2 blocks.
+    model ended 2.2 Rank-1 points lower (seed 0, benchmarks/README.md). vitb16 keeps the default, its last 2 blocks.
   * lite test feature: the image's and its mirror image's features summed (`test_flip`); on three trained
     models it added 0.7 to 1.5 Rank-1 points (benchmarks/README.md). Off for vitb16, which tests one view
     like CLIP-ReID.
