@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-ids", type=int, default=DEFAULT_NUM_IDS, help="identities when generating --data")
     p.add_argument("--out", default=None, help="default runs/bench/learning_<model>")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--iters", type=int, nargs=3, default=[150, 1800, 200], metavar=("TSG", "IFE", "HSA"),
+    p.add_argument("--iters", type=int, nargs=3, default=[150, 1800, 300], metavar=("TSG", "IFE", "HSA"),
                    help="default: the lite recipe's stage_iters")
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=0,

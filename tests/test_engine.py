@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -86,19 +85,14 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
 
 
 # (b) ------------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_gloo_with_grad_accum_matches_single_process(tmp_path):
     # SGD without clipping: a gradient scaled by the world size or grad_accum would show (Adam hides it).
     common = ["--max-iters", "7", "--batch-size", "8", "--optimizer", "sgd", "--clip-grad", "0"]
     engine_toy.main(["--out", str(tmp_path / "single"), *common])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+    # --standalone: the rendezvous store binds a free port itself (a port picked here, then closed, could be
+    # taken by another process before torchrun binds it)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
            TOY, "--out", str(tmp_path / "ddp"), *common, "--grad-accum", "2"]  # 8 = 2 ranks x 2 steps x 2
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
