@@ -32,6 +32,16 @@ DEFAULT_NUM_IDS, DEFAULT_SEED = 300, 0  # vlalign.synth.sysu's defaults
 VARIANTS = ("baseline", "tsg-ife", "full")
 
 
+def recipe_iters(model: str) -> tuple[int, int, int]:
+    """(TSG, IFE, HSA) iterations of a builder's recipe, read from its config without building the model."""
+    from vlalign.models.reid.model import LITE_VARIANT, CLIP4VIReIDConfig
+
+    variants = {"clip4vireid_lite": LITE_VARIANT, "clip4vireid_vitb16": {}}
+    if model not in variants:
+        raise SystemExit(f"--model must be one of {sorted(variants)}, got {model!r}")
+    return CLIP4VIReIDConfig(**variants[model]).stage_iters
+
+
 def variant_args(name: str, iters: list[int]) -> list[str]:
     """The stages, per-stage iterations and loss overrides of one variant."""
     tsg, ife, hsa = iters
@@ -90,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-ids", type=int, default=DEFAULT_NUM_IDS, help="identities when generating --data")
     p.add_argument("--out", default=None, help="default runs/bench/learning_<model>")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--iters", type=int, nargs=3, default=[150, 1800, 300], metavar=("TSG", "IFE", "HSA"),
-                   help="default: the lite recipe's stage_iters")
+    p.add_argument("--iters", type=int, nargs=3, default=None, metavar=("TSG", "IFE", "HSA"),
+                   help="default: the model's recipe (its config's stage_iters)")
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=0,
                    help="R1 / mAP of one trial in the log (0 = off); these evaluations count in 'train min'")
@@ -101,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help=f"write {RESULTS}/learning_reid.md")
     args = p.parse_args(argv)
     args.out = args.out or f"runs/bench/learning_{args.model}"
+    args.iters = args.iters or list(recipe_iters(args.model))
 
     data = Path(args.data)
     if not (data / "exp" / "test_id.txt").is_file():

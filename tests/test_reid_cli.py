@@ -71,7 +71,8 @@ def test_killed_run_resumes_at_the_right_stage_exactly(sysu, trained, bert_dir, 
 
 
 def test_augmentation_options_reach_the_training_images(sysu, bert_dir, tmp_path, monkeypatch, capsys, one_thread):
-    """--set channel_prob=1.0: every visible training image of stage 2 is one channel repeated."""
+    """--set channel_prob=1.0: every visible training image of stage 2 is one channel repeated; remap_knots
+    reaches the training set; out-of-range values of both are refused with the field named."""
     import vlalign.reid
 
     made = []
