@@ -238,6 +238,25 @@ def test_efficientnet_shapes_fuse_and_gradients():
     assert "efficientnet_lite0" in BACKBONE_BUILDERS
 
 
+def test_efficientnet_folded_copy_computes_the_same_maps_without_batchnorms():
+    torch.manual_seed(0)
+    model = EfficientNetLite0()
+    model.keep_last_stride()
+    for m in model.modules():  # statistics and affines away from the identity, so that folding is tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = model.folded()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 1 + 15 * 3 + 2  # left intact
+    x = torch.rand(2, 3, 64, 33)  # odd width: the asymmetric "same" padding path too
+    with torch.no_grad():
+        for a, b in zip(model(x), folded(x)):
+            assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert folded.strides == model.strides and not folded.training
+
+
 def test_efficientnet_keys_are_lukemelas_style():
     keys = set(EfficientNetLite0().state_dict())
     assert {"_conv_stem.weight", "_bn0.running_var", "_blocks.0._depthwise_conv.weight",

@@ -55,6 +55,25 @@ def test_train_runs_three_stages_and_prints_the_protocol_table(trained, capsys):
     assert "| SYSU all-search single-shot, seeded |" in readme and "Not recorded" not in readme
 
 
+def test_training_ends_by_fitting_the_test_feature_centre_on_both_modalities(sysu, trained, one_thread):
+    import numpy as np
+
+    from vlalign import reid
+    from vlalign.models.pretrained import from_pretrained
+
+    model = from_pretrained(trained / "model")
+    assert model.config.test_center  # the lite default
+    saved = model.feature_center.clone()
+    visible, infrared = reid.training_images("sysu", sysu)
+    assert len(visible) < 400 and len(infrared) < 400  # so every training image is in the mean
+    model.feature_center.zero_()
+    expected = (reid.extract_features(model, visible.paths).mean(0)
+                + reid.extract_features(model, infrared.paths).mean(0)) / 2
+    assert saved.abs().sum() > 0 and np.allclose(saved.numpy(), expected, atol=1e-5)
+    summary = json.loads((trained / "results.json").read_text())["train"]
+    assert summary["3"]["center_seconds"] > 0  # counted as training time (benchmarks/learning_reid.py)
+
+
 def test_killed_run_resumes_at_the_right_stage_exactly(sysu, trained, bert_dir, tmp_path, capsys, one_thread):
     out = tmp_path / "run"
     assert _train(sysu, out, bert_dir, "--stages", "1", "2", "--no-final-eval") == 0  # "killed" after stage 2

@@ -284,6 +284,68 @@ def test_frozen_parts_stay_in_eval_mode(bert_dir, one_thread):
     assert not model.image_encoder.training and model.training
 
 
+@pytest.mark.parametrize("tower", ["lite", "vitb16"])
+def test_frozen_blocks_keep_the_stem_and_first_blocks_out_of_ife_and_hsa(tower, bert_dir, one_thread):
+    torch.manual_seed(0)
+    model = _lite(bert_dir, frozen_blocks=3, hsa_layers=16) if tower == "lite" else _vitb16()
+    if tower == "vitb16":  # the tiny CLIP has 2 blocks; freeze the first
+        model.config.frozen_blocks = 1
+    encoder, n = model.image_encoder, model.config.frozen_blocks
+    blocks = encoder.backbone._blocks if tower == "lite" else encoder.visual.transformer.resblocks
+    stem = encoder.backbone._conv_stem.weight if tower == "lite" else encoder.visual.conv1.weight
+    image, pid, modality = _batch()
+    for stage in (2, 3):
+        model.set_stage(stage)
+        model.train()
+        sum(model(image=image, pid=pid, modality=modality).values()).backward()
+        assert not stem.requires_grad and stem.grad is None
+        assert all(p.grad is None for b in blocks[:n] for p in b.parameters())
+        assert all(p.grad is not None for p in blocks[n].parameters()), f"stage {stage}: block {n} must train"
+        assert not any(m.training for m in blocks[n - 1].modules())  # frozen BatchNorms keep ImageNet statistics
+        model.zero_grad(set_to_none=True)
+    with pytest.raises(ValueError, match="frozen_blocks must be in 0..15"):
+        _lite(bert_dir, frozen_blocks=16)
+
+
+def test_test_center_renormalises_after_subtracting_and_old_folders_still_load(bert_dir, one_thread, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from vlalign.engine.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
+    from vlalign.models.pretrained import from_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    model = _lite(bert_dir, test_center=True).eval()
+    image, _, _ = _batch()
+    with torch.no_grad():
+        plain = model.extract(image)  # the zero centre of an unfitted model changes nothing
+        feat, proj, _ = model.encode(image)
+        assert torch.allclose(plain, F.normalize(torch.cat([feat, proj], 1), dim=1), atol=1e-6)
+        model.feature_center.copy_(plain[:3].mean(0))
+        centred = model.extract(image)
+    assert torch.allclose(centred, F.normalize(plain - plain[:3].mean(0), dim=1), atol=1e-6)
+    assert not torch.allclose(centred, plain, atol=1e-3)
+    save_pretrained(model, tmp_path / "m")
+    with torch.no_grad():
+        assert torch.allclose(from_pretrained(tmp_path / "m")(image=image)["features"], centred, atol=1e-5)
+    # a folder written before the centre existed loads, with a zero centre; other missing keys still fail
+    weights = tmp_path / "m" / "model.safetensors"
+    state = load_file(str(weights))
+    del state["feature_center"]
+    save_file(state, str(weights))
+    with torch.no_grad():
+        assert torch.allclose(from_pretrained(tmp_path / "m")(image=image)["features"], plain, atol=1e-5)
+    del state["bottleneck.weight"]
+    save_file(state, str(weights))
+    with pytest.raises(ValueError, match="bottleneck.weight"):
+        from_pretrained(tmp_path / "m")
+    # and a training checkpoint written before it resumes
+    ckpt = save_checkpoint(tmp_path / "ck", 1, model, {}, {})
+    state = load_file(str(ckpt / MODEL_FILE))
+    del state["feature_center"]
+    save_file(state, str(ckpt / MODEL_FILE))
+    load_checkpoint(ckpt, model)
+
+
 def test_test_features_and_save_load_round_trip(model, tmp_path):
     from vlalign.models.pretrained import from_pretrained, save_pretrained
 

@@ -161,6 +161,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     device = next(model.parameters()).device
     missing, unexpected = safetensors.torch.load_model(model, path / MODEL_FILE, strict=False,
                                                        device=str(device))
+    tolerated = [re.compile(p) for p in getattr(model, "LOAD_TOLERATED", {})]  # as from_pretrained
+    missing = [k for k in missing if not any(rx.fullmatch(k) for rx in tolerated)]
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, "
                            f"unexpected {unexpected}")

@@ -110,5 +110,6 @@ def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing")
-    load_strict(model, load_file(str(weights)), source=str(weights))
+    # a model class may name keys that older folders lack (LOAD_TOLERATED: key pattern -> why)
+    load_strict(model, load_file(str(weights)), tolerated=getattr(model, "LOAD_TOLERATED", None), source=str(weights))
     return model.to(map_location).eval()

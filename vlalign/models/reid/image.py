@@ -34,6 +34,10 @@ class LiteImageTower(nn.Module):
     def proj_dim(self) -> int:
         return self.proj.out_features
 
+    @property
+    def num_blocks(self) -> int:
+        return len(self.backbone._blocks)
+
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         feat = self.backbone(_channels_last(image))[-1].mean(dim=(2, 3))  # (B, 320) from the stride-32 map
         return feat, self.proj(feat)
@@ -75,6 +79,10 @@ class ClipImageTower(nn.Module):
     @property
     def proj_dim(self) -> int:
         return self.visual.proj.shape[1]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.visual.transformer.resblocks)
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         out = self.visual((image - self.pixel_mean) / self.pixel_std, return_all=True)

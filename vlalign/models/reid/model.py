@@ -102,6 +102,7 @@ class CLIP4VIReIDConfig:
     align_normalize: bool = False
     align_scale: float = 1.0
     hsa_layers: int = 2
+    frozen_blocks: int = 0  # the image tower's stem and first n blocks never train (ours, see above)
     # recipe, per stage (TSG, IFE, HSA)
     stage_iters: tuple[int, int, int] = (1000, 3000, 1000)
     stage_lr: tuple[float, float, float] = (3.5e-4, 5e-6, 5e-6)
@@ -118,6 +119,7 @@ class CLIP4VIReIDConfig:
     gray_input: bool = False  # every image reduced to its luma before the image encoder (ours, see above)
     parts: int = 0  # PCB horizontal stripes with their own ID heads (lite tower only; ours, see above)
     test_flip: bool = False  # test feature from the image and its mirror image (ours, see above)
+    test_center: bool = False  # test feature centred on the training images' mean (ours, see above)
 
     def __post_init__(self):
         for name in ("image_size", "stage_iters", "stage_lr", "stage_batch_size"):
@@ -150,6 +152,9 @@ class CLIP4VIReID(nn.Module):
     weighted `loss_*` entries (select the stage with `set_stage`).
     """
 
+    # strict loading (vlalign.models.loading): state-dict keys a checkpoint may lack, and why
+    LOAD_TOLERATED = {"feature_center": "saved before test centring existed: the zero centre changes nothing"}
+
     def __init__(self, config: CLIP4VIReIDConfig, image_encoder: nn.Module, text_encoder: nn.Module):
         super().__init__()
         self.config = config
@@ -162,6 +167,9 @@ class CLIP4VIReID(nn.Module):
         c, d = image_encoder.feat_dim, image_encoder.proj_dim
         if text_encoder.dim != d:
             raise ValueError(f"text features are {text_encoder.dim}-d but image projections {d}-d")
+        if not 0 <= config.frozen_blocks < image_encoder.num_blocks:
+            raise ValueError(f"frozen_blocks must be in 0..{image_encoder.num_blocks - 1} (the image tower has "
+                             f"{image_encoder.num_blocks} blocks), got {config.frozen_blocks}")
         self.bottleneck, self.classifier = _bnneck(c, config.num_ids)
         self.bottleneck_proj, self.classifier_proj = _bnneck(d, config.num_ids)
         heads = [_bnneck(c, config.num_ids) for _ in range(config.parts)]
@@ -169,6 +177,8 @@ class CLIP4VIReID(nn.Module):
         self.part_classifiers = nn.ModuleList(cls for _, cls in heads)
         # (num_ids, D) text semantics of every identity, from `refresh_text_table` (stages 2 and 3)
         self.register_buffer("text_table", torch.zeros(config.num_ids, d), persistent=False)
+        # (C + D,) mean test feature of the training images, from `vlalign.reid.fit_feature_center`; saved
+        self.register_buffer("feature_center", torch.zeros(c + d))
         self.stage = 0
         self.set_stage(1)
 
@@ -191,9 +201,19 @@ class CLIP4VIReID(nn.Module):
             params = [*text, *self.image_encoder.high_level_parameters(self.config.hsa_layers), *heads]
         else:
             raise ValueError(f"stage must be 1 (TSG), 2 (IFE) or 3 (HSA), got {stage}")
-        # BNNeck: BN bias never trains
+        # BNNeck: BN bias never trains; nor does the image tower below `frozen_blocks`
         frozen = {id(bn.bias) for bn in (self.bottleneck, self.bottleneck_proj, *self.part_bottlenecks)}
+        frozen |= {id(p) for p in self.low_level_parameters()}
         return [p for p in params if id(p) not in frozen]
+
+    def low_level_parameters(self) -> list[nn.Parameter]:
+        """The image tower's parameters before its last `num_blocks - frozen_blocks` blocks (stem included)."""
+        n = self.config.frozen_blocks
+        if not n:
+            return []
+        encoder = self.image_encoder
+        high = {id(p) for p in encoder.high_level_parameters(encoder.num_blocks - n)}
+        return [p for p in encoder.parameters() if id(p) not in high]
 
     def set_stage(self, stage: int) -> None:
         """Freeze all but the stage's parameters; stages 2 and 3 first compute the identities' text table."""
@@ -242,13 +262,15 @@ class CLIP4VIReID(nn.Module):
         """image (B, 3, H, W) in [0, 1] -> (B, C + D [+ parts x C]) L2-normalised test features (cosine
         distance); with parts, the global feature and each stripe are normalised alone and weigh the same.
         With `test_flip` every piece is the sum of the image's and its mirror image's (stripes are rows, so they
-        stay aligned)."""
+        stay aligned); with `test_center` the global piece is re-normalised after subtracting `feature_center`."""
         feat, proj, stripes = self.encode(image)
         if self.config.test_flip:
             mirror = self.encode(image.flip(-1))
             feat, proj = feat + mirror[0], proj + mirror[1]
             stripes = None if stripes is None else stripes + mirror[2]
         out = F.normalize(torch.cat([feat, proj], dim=1), dim=1)
+        if self.config.test_center:  # a zero centre (not fitted yet) leaves the feature as it is
+            out = F.normalize(out - self.feature_center, dim=1)
         if stripes is None:
             return out
         pieces = [out, *F.normalize(stripes, dim=2).unbind(1)]
@@ -394,7 +416,7 @@ LITE_VARIANT: dict[str, Any] = dict(
     image_tower="efficientnet_lite0", image_size=(192, 96), embed_dim=256, id_weight=1.0, align_normalize=True,
     align_scale=20.0, hsa_layers=16, stage_iters=(150, 1800, 300), stage_lr=(1e-3, 3e-3, 1e-3),
     stage_batch_size=(64, 32, 32), num_instances=4, warmup_iters=50, last_stride=1, head_lr_mult=10.0,
-    test_flip=True,
+    test_flip=True, test_center=True,
 )
 
 
