@@ -43,8 +43,8 @@ on; ours = this project, where both are silent):
     like CLIP-ReID.
   * lite test feature centred (`test_center`): training ends by fitting `feature_center`, the average of the
     visible and the infrared training images' mean test features (400 images each, `vlalign.reid.
-    fit_feature_center`); at test it is subtracted and the feature re-normalised. Scored again on seven
-    trained models it moved Rank-1 by -0.1 to +1.6, +0.7 on average (benchmarks/README.md). Off for vitb16.
+    fit_feature_center`); at test it is subtracted and the feature re-normalised. Scored again on eight
+    trained models it moved Rank-1 by -0.3 to +1.6, +0.5 on average (benchmarks/README.md). Off for vitb16.
   * `frozen_blocks` (off): the image tower's stem and first n blocks never train. n = 5 makes a lite IFE
     step 1.6x faster (0.49 against 0.79 s), but a run that spent the time on 2,400 / 400 IFE / HSA
     iterations ended 2.9 Rank-1 points below the recipe's run at the same seed.
