@@ -7,8 +7,9 @@ final checkpoint exists is skipped (its weights are loaded) and an interrupted o
 stage-1 image features and the stage-2/3 text table are recomputed from the loaded weights, identically.
 
 Evaluation (`evaluate_reid`): features of the image encoder only, L2-normalised (with `test_center`, minus
-the training mean that `train_reid` fits last, then normalised again), distance -(q @ g.T) (cosine); SYSU-MM01 (IR queries, visible gallery, all/indoor, single/multi-shot, 10 trials, seeded or
-official sampling), RegDB (one trial's split, both directions named), LLCM (both directions, 10 trials).
+the training mean that `train_reid` fits last, then normalised again), distance -(q @ g.T) (cosine);
+SYSU-MM01 (IR queries, visible gallery, all/indoor, single/multi-shot, 10 trials, seeded or official
+sampling), RegDB (one trial's split, both directions named), LLCM (both directions, 10 trials).
 """
 
 from __future__ import annotations
