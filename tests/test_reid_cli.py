@@ -72,6 +72,9 @@ def test_training_ends_by_fitting_the_test_feature_centre_on_both_modalities(sys
     assert saved.abs().sum() > 0 and np.allclose(saved.numpy(), expected, atol=1e-5)
     summary = json.loads((trained / "results.json").read_text())["train"]
     assert summary["3"]["center_seconds"] > 0  # counted as training time (benchmarks/learning_reid.py)
+    no_infrared = reid.ReidImages.from_lists([], [], [])
+    with pytest.raises(ValueError, match="got no infrared images"):
+        reid.fit_feature_center(model, visible, no_infrared)
 
 
 def test_killed_run_resumes_at_the_right_stage_exactly(sysu, trained, bert_dir, tmp_path, capsys, one_thread):

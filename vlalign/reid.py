@@ -106,9 +106,9 @@ def fit_feature_center(model, visible: ReidImages, infrared: ReidImages, per_mod
     rng = np.random.default_rng(seed)
     model.feature_center.zero_()  # the features below are then uncentred
     means = []
-    for images in (visible, infrared):
+    for name, images in (("visible", visible), ("infrared", infrared)):
         if not len(images):
-            raise ValueError("fit_feature_center needs training images of both modalities")
+            raise ValueError(f"fit_feature_center needs training images of both modalities; got no {name} images")
         pick = rng.choice(len(images), min(per_modality, len(images)), replace=False)
         means.append(extract_features(model, [images.paths[i] for i in sorted(pick)]).mean(axis=0))
     center = torch.from_numpy(np.mean(means, axis=0))
@@ -189,10 +189,10 @@ def train_reid(model, data_dir, out_dir, *, dataset: str = "sysu", regdb_trial: 
     if cfg.test_center:  # part of training: counted in the last stage's time when that stage ran here
         tic = time.perf_counter()
         fit_feature_center(model, visible, infrared, seed=seed)
-        last = summaries[stages[-1]]
-        if isinstance(last, dict):
-            last["center_seconds"] = time.perf_counter() - tic
-        print(f"test feature centre fitted in {time.perf_counter() - tic:.1f} s", flush=True)
+        seconds = time.perf_counter() - tic
+        if isinstance(summaries[stages[-1]], dict):
+            summaries[stages[-1]]["center_seconds"] = seconds
+        print(f"test feature centre fitted in {seconds:.1f} s", flush=True)
     # what the model card says (save_pretrained reads it; vlalign/hub.py); metrics follow the final evaluation
     model.card_info = card_info(dataset, data_dir, regdb_trial, len(visible), len(infrared), summaries, seed)
     return summaries

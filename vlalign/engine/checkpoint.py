@@ -28,6 +28,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from vlalign.models.loading import tolerance_reason
+
 MODEL_FILE, STATE_FILE, CONFIG_FILE = "model.safetensors", "train_state.pt", "config.json"
 LATEST = "latest"
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
@@ -161,8 +163,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     device = next(model.parameters()).device
     missing, unexpected = safetensors.torch.load_model(model, path / MODEL_FILE, strict=False,
                                                        device=str(device))
-    tolerated = [re.compile(p) for p in getattr(model, "LOAD_TOLERATED", {})]  # as from_pretrained
-    missing = [k for k in missing if not any(rx.fullmatch(k) for rx in tolerated)]
+    tolerated = getattr(model, "LOAD_TOLERATED", None)  # the model's named exceptions, as from_pretrained
+    missing = [k for k in missing if tolerance_reason(k, tolerated) is None]
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, "
                            f"unexpected {unexpected}")

@@ -28,6 +28,7 @@ __all__ = [
     "read_state_dict",
     "unwrap_state_dict",
     "load_strict",
+    "tolerance_reason",
 ]
 
 # Keys under which training scripts commonly nest the weights, tried in this order.
@@ -139,6 +140,11 @@ def _listing(keys: list[str]) -> str:
     return shown + (f", ... and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
 
 
+def tolerance_reason(key: str, tolerated: Mapping[str, str] | None) -> str | None:
+    """The reason of the first `tolerated` pattern (regex -> reason) that matches `key` entirely, else None."""
+    return next((reason for pattern, reason in (tolerated or {}).items() if re.fullmatch(pattern, key)), None)
+
+
 def load_strict(
     module: nn.Module,
     state_dict: Mapping[str, Tensor],
@@ -153,10 +159,8 @@ def load_strict(
         Shape mismatches are never tolerated: remap or interpolate those before calling (see swin.py).
     source: the file name, used in every message.
     """
-    rules = [(re.compile(p), reason) for p, reason in (tolerated or {}).items()]
-
     def reason_for(key: str) -> str | None:
-        return next((reason for rx, reason in rules if rx.fullmatch(key)), None)
+        return tolerance_reason(key, tolerated)
 
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
