@@ -32,14 +32,14 @@ DEFAULT_NUM_IDS, DEFAULT_SEED = 300, 0  # vlalign.synth.sysu's defaults
 VARIANTS = ("baseline", "tsg-ife", "full")
 
 
-def recipe_iters(model: str) -> tuple[int, int, int]:
-    """(TSG, IFE, HSA) iterations of a builder's recipe, read from its config without building the model."""
+def recipe(model: str):
+    """A builder's config (recipe: stage_iters, stage_ema, ...), read without building the model."""
     from vlalign.models.reid.model import LITE_VARIANT, CLIP4VIReIDConfig
 
     variants = {"clip4vireid_lite": LITE_VARIANT, "clip4vireid_vitb16": {}}
     if model not in variants:
         raise SystemExit(f"--model must be one of {sorted(variants)}, got {model!r}")
-    return CLIP4VIReIDConfig(**variants[model]).stage_iters
+    return CLIP4VIReIDConfig(**variants[model])
 
 
 def variant_args(name: str, iters: list[int]) -> list[str]:
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help=f"write {RESULTS}/learning_reid.md")
     args = p.parse_args(argv)
     args.out = args.out or f"runs/bench/learning_{args.model}"
-    args.iters = args.iters or list(recipe_iters(args.model))
+    config = recipe(args.model)
+    args.iters = args.iters or list(config.stage_iters)
 
     data = Path(args.data)
     if not (data / "exp" / "test_id.txt").is_file():
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Synthetic SYSU-MM01 (`vlalign synth sysu`, {summary.get('num_ids', args.num_ids)} identities, seed "
             f"{DEFAULT_SEED}); all-search, single-shot, {args.trials} seeded trials (AGW lineage), image encoder "
             f"only, cosine distance; metrics in percent. Iterations (TSG, IFE, HSA) = {tuple(args.iters)}; every "
-            f"variant trains the image encoder for IFE + HSA iterations. 'train min' is the engine's training "
+            f"variant trains the image encoder for IFE + HSA iterations; weight-average decay per stage "
+            f"(stage_ema, 0 = live weights) = {config.stage_ema}. 'train min' is the engine's training "
             f"time (stage-1 feature extraction and the fitting of the test-feature centre included, final evaluation "
             f"excluded).\n\n"
             f"{table(rows)}\n\n" + footer("learning_reid.py", argv))

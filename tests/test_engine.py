@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from torch import nn
 from vlalign.engine import (
     ResumableBatchSampler,
     TrainConfig,
+    WeightEMA,
+    apply_saved_average,
     build_optimizer,
     build_param_groups,
     build_scheduler,
@@ -30,6 +33,7 @@ from vlalign.engine import (
     load_checkpoint,
     lr_factor,
     save_checkpoint,
+    train,
 )
 from vlalign.engine import checkpoint as ckpt
 from vlalign.engine.logging import MetricLogger
@@ -363,3 +367,75 @@ def test_epochs_eval_and_metrics_log(tmp_path):
     assert summary["eval"]["mse"] == records[-1]["eval/mse"]
     saved = json.loads((latest_checkpoint(tmp_path) / ckpt.CONFIG_FILE).read_text())
     assert saved["model"] == {"dim": 4, "hidden": 16} and saved["train"]["epochs"] == 2
+
+
+# (g) ------------------------------------------------------------------------------------------------------
+def test_weight_ema_by_hand_and_what_it_leaves_alone():
+    torch.manual_seed(0)
+    model = Net()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    ema = WeightEMA(model, decay=0.5)
+    assert "frozen.weight" not in ema.shadow and "backbone.1.num_batches_tracked" not in ema.shadow
+    assert "backbone.1.running_mean" in ema.shadow and "head.weight" in ema.shadow
+    with torch.no_grad():
+        for value in model.state_dict().values():
+            value.add_(1)  # every tensor moves by one, the frozen and integer ones too
+    ema.update(model)  # a_1 = 1: the average is w_1, the start does not linger
+    torch.testing.assert_close(ema.shadow["head.weight"], start["head.weight"] + 1)
+    torch.testing.assert_close(ema.shadow["backbone.1.running_mean"], start["backbone.1.running_mean"] + 1)
+    with torch.no_grad():
+        model.head.weight.add_(3)  # w_2 = w_1 + 3
+    ema.update(model)  # a_2 = 0.5 / 0.75: avg_2 = (0.5 w_1 + w_2) / 1.5, the weights decay ** (t - s)
+    torch.testing.assert_close(ema.shadow["head.weight"], start["head.weight"] + 1 + 3 / 1.5)
+    for _ in range(30):
+        ema.update(model)  # w stays put: the average converges to it, at rate decay per step
+    torch.testing.assert_close(ema.shadow["head.weight"], start["head.weight"] + 4, atol=1e-6, rtol=0)
+    ema.copy_to(model)
+    torch.testing.assert_close(model.head.weight, start["head.weight"] + 4, atol=1e-6, rtol=0)
+    assert torch.equal(model.frozen.weight, start["frozen.weight"] + 1)  # not averaged: left as it is
+    with pytest.raises(ValueError, match="decay must be in"):
+        WeightEMA(model, decay=1.0)
+
+
+def _toy_run(out: Path, ema_decay: float, resume: bool = False) -> tuple[nn.Module, dict]:
+    torch.manual_seed(0)
+    model = engine_toy.ToyModel(engine_toy.ToyConfig())
+    config = TrainConfig(out_dir=str(out), max_iters=8, batch_size=8, lr=0.05, schedule="poly", warmup_iters=2,
+                         clip_grad=1.0, save_every=4, keep_last=3, device="cpu", resume=resume,
+                         ema_decay=ema_decay)
+    return model, train(model, engine_toy.ToyDataset(40), config)
+
+
+def test_ema_run_returns_the_average_keeps_the_live_weights_and_resumes_exactly(tmp_path):
+    model, summary = _toy_run(tmp_path / "a", 0.8)
+    assert summary["weights"] == "average"
+    final = latest_checkpoint(tmp_path / "a")
+    live, state = load_file(final / ckpt.MODEL_FILE), torch.load(final / ckpt.STATE_FILE, weights_only=True)
+    assert state["ema"]["updates"] == 8
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state["ema"]["shadow"][name]), name
+    assert not torch.equal(live["fc1.weight"], model.fc1.weight)  # the checkpoint holds the live weights
+
+    fresh = engine_toy.ToyModel(engine_toy.ToyConfig())
+    assert apply_saved_average(load_checkpoint(final, fresh), fresh)  # how a finished stage is reloaded
+    assert torch.equal(fresh.fc1.weight, model.fc1.weight)
+
+    # resumed from the iteration-4 checkpoint: the same average and live weights as the uninterrupted run
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(ckpt.checkpoint_dir(tmp_path / "a", 4), ckpt.checkpoint_dir(tmp_path / "b", 4))
+    (tmp_path / "b" / "checkpoints" / "latest").write_text("iter_00000004\n")
+    resumed, _ = _toy_run(tmp_path / "b", 0.8, resume=True)
+    for name, value in model.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    assert torch.equal(load_file(latest_checkpoint(tmp_path / "b") / ckpt.MODEL_FILE)["fc1.weight"],
+                       live["fc1.weight"])
+
+
+def test_ema_resume_from_a_run_without_an_average_is_refused(tmp_path):
+    model, summary = _toy_run(tmp_path, 0.0)
+    assert summary["weights"] == "live" and torch.load(
+        latest_checkpoint(tmp_path) / ckpt.STATE_FILE, weights_only=True)["ema"] is None
+    with pytest.raises(ValueError, match="kept no weight average"):
+        _toy_run(tmp_path, 0.8, resume=True)
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
+        TrainConfig(out_dir=str(tmp_path), max_iters=1, ema_decay=1.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -90,6 +91,26 @@ def test_killed_run_resumes_at_the_right_stage_exactly(sysu, trained, bert_dir, 
         load_file(str(trained / "model" / "model.safetensors"))
     assert resumed.keys() == straight.keys()
     assert all((resumed[k] == straight[k]).all() for k in straight)  # same weights as the uninterrupted run
+
+
+def test_weight_average_is_what_a_finished_stage_hands_on_when_resumed(sysu, bert_dir, tmp_path, capsys, one_thread):
+    ema = ("stage_ema=[0,0.5,0.5]",)
+    assert _train(sysu, tmp_path / "straight", bert_dir, "--no-final-eval", overrides=ema) == 0
+    out = tmp_path / "run"
+    assert _train(sysu, out, bert_dir, "--stages", "1", "2", "--no-final-eval", overrides=ema) == 0
+    capsys.readouterr()
+    assert _train(sysu, out, bert_dir, "--resume", "--no-final-eval", overrides=ema) == 0
+    log = capsys.readouterr().out
+    assert re.search(r"stage 1: complete at \S+, weights loaded", log)  # stage 1 kept no average
+    assert re.search(r"stage 2: complete at \S+, averaged weights loaded", log)
+    resumed, straight = (load_file(str(d / "model" / "model.safetensors")) for d in (out, tmp_path / "straight"))
+    assert all((resumed[k] == straight[k]).all() for k in straight)  # stage 3 started from the average
+    state = torch.load(out / "stage2" / "checkpoints" / "iter_00000002" / "train_state.pt", weights_only=True)
+    assert state["ema"]["updates"] == 2
+    # the checkpoint's own weights are the live ones: stage 3 from them would end elsewhere
+    live = load_file(str(out / "stage2" / "checkpoints" / "iter_00000002" / "model.safetensors"))
+    name = next(k for k in state["ema"]["shadow"] if k.startswith("image_encoder") and k.endswith("weight"))
+    assert not torch.equal(live[name], state["ema"]["shadow"][name])
 
 
 def test_augmentation_options_reach_the_training_images(sysu, bert_dir, tmp_path, monkeypatch, capsys, one_thread):

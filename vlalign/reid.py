@@ -27,7 +27,7 @@ from PIL import Image
 from vlalign.data.images import load_image
 from vlalign.data.reid_train import FeatureSet, ReidTrainSet, load_test_image, pk_sampler
 from vlalign.data.sysu import IMAGE_SUFFIXES, ReidImages
-from vlalign.engine import TrainConfig, latest_checkpoint, load_checkpoint, train
+from vlalign.engine import TrainConfig, apply_saved_average, latest_checkpoint, load_checkpoint, train
 from vlalign.metrics.reid import eval_llcm, eval_regdb, eval_sysu
 from vlalign.models.backbones import EfficientNetLite0
 from vlalign.models.reid import STAGES
@@ -159,8 +159,8 @@ def train_reid(model, data_dir, out_dir, *, dataset: str = "sysu", regdb_trial: 
         stage_dir = out_dir / f"stage{stage}"
         done = _finished(stage_dir, iters[stage - 1]) if resume else None
         if done is not None:
-            load_checkpoint(done, model)
-            print(f"stage {stage}: complete at {done}, weights loaded", flush=True)
+            averaged = apply_saved_average(load_checkpoint(done, model), model)  # what that run ended with
+            print(f"stage {stage}: complete at {done}, {'averaged ' if averaged else ''}weights loaded", flush=True)
             summaries[stage] = "skipped"
             continue
         model.set_stage(stage)
@@ -176,7 +176,8 @@ def train_reid(model, data_dir, out_dir, *, dataset: str = "sysu", regdb_trial: 
         config = TrainConfig(
             out_dir=str(stage_dir), max_iters=iters[stage - 1], batch_size=batch_sizes[stage - 1],
             lr=lrs[stage - 1], weight_decay=cfg.weight_decay, schedule="cosine",
-            warmup_iters=min(cfg.warmup_iters, iters[stage - 1] // 5), save_every=save_every, keep_last=1,
+            warmup_iters=min(cfg.warmup_iters, iters[stage - 1] // 5), ema_decay=cfg.stage_ema[stage - 1],
+            save_every=save_every, keep_last=1,
             eval_every=eval_every if stage > 1 else 0, log_every=log_every, seed=seed, device=device,
             num_workers=num_workers, resume=resume)
         print(f"stage {stage} ({['TSG', 'IFE', 'HSA'][stage - 1]}): {len(train_set)} training items, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from vlalign.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlalign.engine.config import TrainConfig
+from vlalign.engine.ema import WeightEMA, apply_saved_average
 from vlalign.engine.loop import train
 from vlalign.engine.optim import build_optimizer, build_param_groups, no_weight_decay
 from vlalign.engine.sampler import ResumableBatchSampler
@@ -19,6 +20,8 @@ from vlalign.engine.schedule import build_scheduler, lr_factor
 __all__ = [
     "ResumableBatchSampler",
     "TrainConfig",
+    "WeightEMA",
+    "apply_saved_average",
     "build_optimizer",
     "build_param_groups",
     "build_scheduler",

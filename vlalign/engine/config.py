@@ -35,6 +35,8 @@ class TrainConfig:
             (x `gamma` at each of `milestones`, in iterations) or "constant".
         warmup_iters: linear warm-up: iteration i < warmup_iters runs at (i + 1) / warmup_iters of the decay.
         clip_grad: max global gradient norm; None disables clipping.
+        ema_decay: 0 = off; otherwise keep a moving average of the trained weights (`WeightEMA`, horizon about
+            1 / (1 - ema_decay) iterations), saved in every checkpoint; the run ends with the model holding it.
         amp: "none", "bf16" (autocast, CPU or GPU) or "fp16" (autocast + GradScaler, GPU only).
         eval_every / save_every / log_every: periods in iterations (0 = only at the end; logging: never
             periodic). The end of the run always evaluates, saves and logs.
@@ -63,6 +65,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_iters: int = 0
     clip_grad: float | None = None
+    ema_decay: float = 0.0
     amp: str = "none"
     eval_every: int = 0
     save_every: int = 0
@@ -91,6 +94,8 @@ class TrainConfig:
         for name in ("warmup_iters", "eval_every", "save_every", "keep_last", "log_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
 

@@ -7,7 +7,8 @@ entries, and every `loss_*` is logged (averaged over the log window and over ran
 
 One iteration = one optimizer step over a GLOBAL batch of `config.batch_size` samples: every process runs
 `grad_accum` micro-batches (gradient all-reduce only on the last, via DDP's no_sync), then clip, step, and
-advance the per-iteration schedule. Run under torchrun for several processes (see `vlalign.engine.dist`).
+advance the per-iteration schedule (and the weight average, when `ema_decay` asks for one: the run then
+returns the averaged weights). Run under torchrun for several processes (see `vlalign.engine.dist`).
 
 `resume=True` continues bit-exactly from `<out_dir>/checkpoints/latest` (weights, optimizer, schedule, data
 position, every rank's RNG); a run with `resume=False` refuses an out_dir that already holds checkpoints.
@@ -42,6 +43,7 @@ from vlalign.engine.checkpoint import (
     set_rng_state,
 )
 from vlalign.engine.config import TrainConfig
+from vlalign.engine.ema import WeightEMA
 from vlalign.engine.logging import MetricLogger
 from vlalign.engine.optim import build_amp, build_optimizer
 from vlalign.engine.sampler import ResumableBatchSampler
@@ -93,7 +95,8 @@ def _train(model, train_set, config, collate_fn, evaluate, param_groups, info, s
     optimizer = build_optimizer(model, config, param_groups)
     scheduler = build_scheduler(optimizer, config, total)
     autocast, scaler = build_amp(config.amp, info.device)
-    pos = _resume(config, model, optimizer, scheduler, scaler, info, len(train_set))
+    ema = WeightEMA(model, config.ema_decay) if config.ema_decay else None  # every rank: the same average
+    pos = _resume(config, model, optimizer, scheduler, scaler, ema, info, len(train_set))
     ddp_model = _wrap(model, info)
     input_names = _forward_inputs(model)
     logger = MetricLogger(config.out_dir, info.is_main, total, pos.iteration, config.tensorboard)
@@ -109,6 +112,8 @@ def _train(model, train_set, config, collate_fn, evaluate, param_groups, info, s
             micro_batches = [next(batches) for _ in range(config.grad_accum)]
             window.append(_step(ddp_model, micro_batches, input_names, optimizer, scheduler, scaler, autocast,
                                 config, info.device))
+            if ema is not None:
+                ema.update(model)
             step_time += time.perf_counter() - tic
             pos.iteration += 1
             pos.iter_in_epoch += 1
@@ -122,17 +127,21 @@ def _train(model, train_set, config, collate_fn, evaluate, param_groups, info, s
                     _evaluate(evaluate, model, logger, pos, sampler)
                 # after evaluation: the saved RNG state must be the one the next iteration starts from
                 if _due(pos.iteration, config.save_every):
-                    _save(config, model, optimizer, scheduler, scaler, pos, info, len(train_set))
+                    _save(config, model, optimizer, scheduler, scaler, ema, pos, info, len(train_set))
         if pos.iter_in_epoch == sampler.iters_per_epoch:
             pos.epoch, pos.iter_in_epoch = pos.epoch + 1, 0
 
     if window:
         losses = _log_losses(logger, window, step_time, pos, sampler, config.lr * lr_at(pos.iteration - 1))
+    # the checkpoint keeps the live weights (and the average), so a longer run can continue from it exactly
+    checkpoint = _save(config, model, optimizer, scheduler, scaler, ema, pos, info, len(train_set))
+    if ema is not None:
+        ema.copy_to(model)  # what the run returns, and what the final evaluation scores
     metrics = _evaluate(evaluate, model, logger, pos, sampler)
-    checkpoint = _save(config, model, optimizer, scheduler, scaler, pos, info, len(train_set))
     logger.close()
     return {"iteration": pos.iteration, "epoch": pos.epoch, "losses": losses, "eval": metrics,
-            "checkpoint": str(checkpoint), "seconds": time.perf_counter() - start_time}
+            "checkpoint": str(checkpoint), "seconds": time.perf_counter() - start_time,
+            "weights": "average" if ema is not None else "live"}
 
 
 def _step(model, micro_batches, input_names, optimizer, scheduler, scaler, autocast, config, device):
@@ -221,21 +230,21 @@ def _evaluate(evaluate, model: nn.Module, logger, pos, sampler) -> dict[str, Any
     return metrics
 
 
-def _save(config, model, optimizer, scheduler, scaler, pos, info, dataset_len):
+def _save(config, model, optimizer, scheduler, scaler, ema, pos, info, dataset_len):
     """Gather every rank's RNG state, write the checkpoint on rank 0, and hold all ranks until it exists."""
     rngs = dist.all_gather_object(rng_state())
     if info.is_main:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "iteration": pos.iteration, "epoch": pos.epoch,
                  "iter_in_epoch": pos.iter_in_epoch, "data_order": _data_order(config, dataset_len),
-                 "rng": rngs}
+                 "rng": rngs, "ema": ema.state_dict() if ema is not None else None}
         save_checkpoint(config.out_dir, pos.iteration, model, state, config_dict(config, model),
                         config.keep_last)
     dist.barrier()
     return checkpoint_dir(config.out_dir, pos.iteration)
 
 
-def _resume(config, model, optimizer, scheduler, scaler, info, dataset_len) -> Position:
+def _resume(config, model, optimizer, scheduler, scaler, ema, info, dataset_len) -> Position:
     """Load `latest` when config.resume asks for it; returns the position to continue from."""
     path = latest_checkpoint(config.out_dir)
     if path is not None and not config.resume:
@@ -250,6 +259,11 @@ def _resume(config, model, optimizer, scheduler, scaler, info, dataset_len) -> P
     if state["data_order"] != _data_order(config, dataset_len):
         raise ValueError(f"cannot resume {path} exactly: the data order was {state['data_order']}, "
                          f"now {_data_order(config, dataset_len)}")
+    if ema is not None:
+        if state.get("ema") is None:
+            raise ValueError(f"cannot resume {path} with ema_decay={config.ema_decay}: that run kept no weight "
+                             "average")
+        ema.load_state_dict(state["ema"], path)
     # A resume on more ranks than were saved keeps the fresh seeding for the new ranks.
     if info.rank < len(state["rng"]):
         set_rng_state(state["rng"][info.rank])

@@ -38,6 +38,10 @@ on; ours = this project, where both are silent):
     model ended 2.2 Rank-1 points lower (seed 0, benchmarks/README.md). vitb16 keeps the default, its last 2 blocks.
     Lite HSA runs 300 iterations: 200 -> 300 on the same stage-2 models lifted Rank-1 at all three training
     seeds (mean 79.2 -> 81.1) for about 1.5 more minutes.
+  * lite IFE: 2,000 iterations, ending on a weight average (`stage_ema` 0.999, about the last 1,000
+    iterations, bias-corrected: vlalign.engine.WeightEMA); HSA starts from it and ends on its live weights.
+    In one run (benchmarks/README.md) the stage-2 average beat the live stage-2 weights by 2.1 Rank-1 points
+    (0.998: 1.5, 0.995: 0.4), while averaging HSA's 300 iterations moved nothing (-0.2 to -0.1).
   * lite test feature: the image's and its mirror image's features summed (`test_flip`); on three trained
     models it added 0.7 to 1.5 Rank-1 points (benchmarks/README.md). Off for vitb16, which tests one view
     like CLIP-ReID.
@@ -114,6 +118,7 @@ class CLIP4VIReIDConfig:
     stage_iters: tuple[int, int, int] = (1000, 3000, 1000)
     stage_lr: tuple[float, float, float] = (3.5e-4, 5e-6, 5e-6)
     stage_batch_size: tuple[int, int, int] = (64, 64, 64)
+    stage_ema: tuple[float, float, float] = (0.0, 0.0, 0.0)  # weight-average decay per stage, 0 = off (ours)
     num_instances: int = 8  # K images per identity in a PK batch, half visible, half infrared
     weight_decay: float = 1e-4
     head_lr_mult: float = 1.0  # BNNeck heads' lr / the stage's lr (stages 2 and 3)
@@ -129,13 +134,15 @@ class CLIP4VIReIDConfig:
     test_center: bool = False  # test feature centred on the training images' mean (ours, see above)
 
     def __post_init__(self):
-        for name in ("image_size", "stage_iters", "stage_lr", "stage_batch_size"):
+        for name in ("image_size", "stage_iters", "stage_lr", "stage_batch_size", "stage_ema"):
             setattr(self, name, tuple(getattr(self, name)))  # JSON gives lists
         if self.image_tower not in ("clip", "efficientnet_lite0"):
             raise ValueError(f"image_tower must be 'clip' or 'efficientnet_lite0', got {self.image_tower!r}")
-        for name in ("stage_iters", "stage_lr", "stage_batch_size"):
+        for name in ("stage_iters", "stage_lr", "stage_batch_size", "stage_ema"):
             if len(getattr(self, name)) != 3:
                 raise ValueError(f"{name} needs 3 values (TSG, IFE, HSA), got {getattr(self, name)}")
+        if not all(0.0 <= d < 1.0 for d in self.stage_ema):
+            raise ValueError(f"stage_ema values must be in [0, 1) (0 = no weight average), got {self.stage_ema}")
         if self.last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
         for name in ("channel_prob", "remap_prob"):
@@ -421,9 +428,9 @@ def clip4vireid_lite(**overrides: Any) -> CLIP4VIReID:
 # (e.g. stage_iters) without building a model
 LITE_VARIANT: dict[str, Any] = dict(
     image_tower="efficientnet_lite0", image_size=(192, 96), embed_dim=256, id_weight=1.0, align_normalize=True,
-    align_scale=20.0, hsa_layers=16, stage_iters=(150, 1800, 300), stage_lr=(1e-3, 3e-3, 1e-3),
-    stage_batch_size=(64, 32, 32), num_instances=4, warmup_iters=50, last_stride=1, head_lr_mult=10.0,
-    test_flip=True, test_center=True,
+    align_scale=20.0, hsa_layers=16, stage_iters=(150, 2000, 300), stage_lr=(1e-3, 3e-3, 1e-3),
+    stage_ema=(0.0, 0.999, 0.0), stage_batch_size=(64, 32, 32), num_instances=4, warmup_iters=50, last_stride=1,
+    head_lr_mult=10.0, test_flip=True, test_center=True,
 )
 
 
