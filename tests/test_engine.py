@@ -437,5 +437,8 @@ def test_ema_resume_from_a_run_without_an_average_is_refused(tmp_path):
         latest_checkpoint(tmp_path) / ckpt.STATE_FILE, weights_only=True)["ema"] is None
     with pytest.raises(ValueError, match="kept no weight average"):
         _toy_run(tmp_path, 0.8, resume=True)
+    _toy_run(tmp_path / "ema", 0.8)
+    with pytest.raises(ValueError, match="has decay 0.8, this run asks for 0.9"):
+        _toy_run(tmp_path / "ema", 0.9, resume=True)
     with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
         TrainConfig(out_dir=str(tmp_path), max_iters=1, ema_decay=1.5)

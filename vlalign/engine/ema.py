@@ -53,7 +53,10 @@ class WeightEMA:
             raise ValueError(f"{source}: its weight average covers other tensors than this model trains "
                              f"(only saved: {sorted(set(state['shadow']) - set(self.shadow))[:5]}; only here: "
                              f"{sorted(set(self.shadow) - set(state['shadow']))[:5]})")
-        self.decay, self.updates = state["decay"], state["updates"]
+        if state["decay"] != self.decay:  # the resumed average would not be the one an unbroken run keeps
+            raise ValueError(f"{source}: its weight average has decay {state['decay']}, this run asks for "
+                             f"{self.decay}")
+        self.updates = state["updates"]
         for name, avg in self.shadow.items():
             avg.copy_(state["shadow"][name])
 
