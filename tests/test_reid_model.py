@@ -483,6 +483,10 @@ def test_part_stripes_train_their_heads_and_weigh_like_the_global_feature(bert_d
 
     with pytest.raises(ValueError, match="needs image_tower='efficientnet_lite0'"):
         CLIP4VIReIDConfig(parts=2)  # the ViT tower has no stripes
+    with pytest.raises(ValueError, match=r"stage_ema values must be in \[0, 1\)"):
+        CLIP4VIReIDConfig(stage_ema=(0.0, 1.0, 0.0))  # 1 would never move off the starting weights
+    with pytest.raises(ValueError, match="stage_ema needs 3 values"):
+        CLIP4VIReIDConfig(stage_ema=(0.999,))
 
 
 def test_test_flip_feature_is_mirror_invariant_and_sums_both_views(bert_dir, one_thread):

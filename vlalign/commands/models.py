@@ -117,7 +117,7 @@ def keep_freed_memory() -> bool:
     Why: by default glibc serves every allocation over 32 MiB (activation maps, their gradients) with a fresh
     mmap and unmaps it on free, so each training step faults in and zeroes its maps again, page by page. With
     mmap off and the heap trimmed only past 1 GiB free, a clip4vireid_lite step (batch 32, 192x96, 2 cores)
-    took 0.65 s against 0.79 s, for 8% more peak memory (benchmarks/README.md). PyTorch's CPU allocator has no
+    took 0.65 s against 0.79 s, for 9% more peak memory (benchmarks/README.md). PyTorch's CPU allocator has no
     cache of its own. VLALIGN_MALLOC=system leaves glibc's defaults.
     """
     if os.environ.get("VLALIGN_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
